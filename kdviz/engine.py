@@ -1,0 +1,636 @@
+"""Train, distill and evaluate loops: configs, device choice, the teacher-logit cache, callbacks.
+
+The loops follow pytorch/examples' shape (one epoch of steps, then an evaluation) but return metric
+dicts and call ``on_step`` / ``on_epoch`` instead of printing, so the CLI, the web app and the run
+store all watch the same loop. Data lives as tensors on the device; a batch is an index, not a
+Python loop over samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdviz import soft
+from kdviz.data import Dataset, load_dataset, normalize
+from kdviz.errors import KdvizError
+from kdviz.losses import create_loss
+from kdviz.models import (
+    ModelCard,
+    create_model,
+    load_checkpoint,
+    save_checkpoint,
+    weights_hash,
+)
+from kdviz.paths import cache_dir, checkpoints_dir
+
+StepCallback = Callable[[dict[str, Any]], None]
+StopHook = Callable[[], bool]
+
+AUGMENTATIONS = ("none", "jitter", "affine")
+OPTIMIZERS = ("adamw", "sgd")
+METHODS = ("kd", "mse", "dkd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a hard-label training run; the CLI, the UI and the run store share it."""
+
+    dataset: str = "mnist5k"  # dataset spec (see kdviz.data.list_datasets())
+    arch: str = "mlp-800-800"  # model registry name (see kdviz.models.list_models())
+    epochs: int = 10  # passes over the training set
+    batch_size: int = 128  # examples per optimiser step
+    lr: float = 1e-3  # peak learning rate
+    optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9, nesterov)
+    weight_decay: float = 0.0  # decoupled (AdamW) or L2 (SGD) weight decay
+    schedule: str = "cosine"  # "cosine" (decay to 0 over the run) or "constant"
+    warmup_epochs: float = 0.0  # linear warm-up length, in epochs
+    label_smoothing: float = 0.0  # Szegedy et al. 2016; erases dark knowledge (Müller et al. 2019)
+    augment: str = "none"  # "none", "jitter" (shifts up to 2 px, Hinton's teacher) or "affine"
+    dropout: float = 0.0  # hidden-layer dropout (models that take it)
+    input_dropout: float = 0.0  # input dropout (MLPs only; Hinton's teacher used 0.2)
+    seed: int = 0  # seeds weights, batch order and augmentation
+    device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", "mps"
+    eval_split: str = "val"  # split evaluated after every epoch ("val" or "test")
+    train_split: str = "train"  # split trained on
+    name: str = ""  # checkpoint name; "" makes one from the config
+    out: str = ""  # checkpoint stem path; "" = KDVIZ_HOME/checkpoints/NAME
+    log_every: int = 10  # steps between on_step calls (each one syncs the device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    @property
+    def kind(self) -> str:
+        return "train"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "omit_classes" in kwargs:
+            kwargs["omit_classes"] = tuple(kwargs["omit_classes"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class DistillConfig(TrainConfig):
+    """A distillation run: a TrainConfig plus the teacher, the method and the transfer set."""
+
+    teacher: str = "mnist5k-teacher"  # checkpoint ref (name, stem, or either file of the pair)
+    method: str = "kd"  # "kd" (Hinton 2015), "mse" (logit matching) or "dkd" (Zhao et al. 2022)
+    temperature: float = 4.0  # softmax temperature of the soft targets
+    alpha: float = 0.9  # weight of the soft term (kd, mse); TCKD weight for dkd
+    beta: float = 8.0  # NCKD weight (dkd only)
+    transfer_fraction: float = 1.0  # fraction of the training split used as transfer set (seeded)
+    omit_classes: tuple[int, ...] = ()  # class indices removed from the transfer set
+    drop_labels: bool = False  # transfer set without hard labels: soft targets only
+
+    @property
+    def kind(self) -> str:
+        return "distill"
+
+
+@dataclass
+class RunResult:
+    """What a run returns: its status, a sentence, the final metrics and the per-epoch history."""
+
+    status: str  # "done", "cancelled" or "diverged"
+    message: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: str = ""
+    device: str = "cpu"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------- device
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" picks CUDA, then Apple's MPS, then the CPU; anything else is taken as asked."""
+    if name in ("", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise KdvizError(f"Unknown device {name!r}; use auto, cpu, cuda or mps.") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise KdvizError("CUDA was asked for but no CUDA GPU is visible; use --device auto or cpu.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise KdvizError("MPS was asked for but is not available here; use --device auto or cpu.")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    """A short human name: "CUDA (NVIDIA H200)", "MPS", "CPU (2 threads)"."""
+    if device.type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    if device.type == "mps":
+        return "MPS (Apple GPU)"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+# ---------------------------------------------------------------------------- logits
+
+
+@torch.inference_mode()
+def compute_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Logits of ``model`` on normalised float ``images`` (N, C, H, W), batched; returns (N, K) on CPU."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    outs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(device, non_blocking=True)
+        outs.append(model(batch).float().cpu())
+    if not outs:
+        return torch.empty(0, 0)
+    return torch.cat(outs)
+
+
+def check_compatible(card: ModelCard, dataset: Dataset) -> None:
+    """Raise a KdvizError when a checkpoint cannot run on a dataset (class count or input shape)."""
+    if card.num_classes != dataset.num_classes:
+        raise KdvizError(
+            f"Checkpoint {card.name!r} has {card.num_classes} classes but dataset "
+            f"{dataset.spec!r} has {dataset.num_classes}; pick a checkpoint trained on this dataset."
+        )
+    if tuple(card.in_shape) != tuple(dataset.in_shape):
+        raise KdvizError(
+            f"Checkpoint {card.name!r} takes inputs of shape {tuple(card.in_shape)} but dataset "
+            f"{dataset.spec!r} has {tuple(dataset.in_shape)}; pick a checkpoint trained on this dataset."
+        )
+
+
+def _dataset_fingerprint(dataset: Dataset) -> str:
+    digest = hashlib.sha256()
+    digest.update(dataset.images.numpy().tobytes())
+    digest.update(dataset.labels.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _logit_cache_path(model: nn.Module, card: ModelCard, dataset: Dataset) -> Path:
+    key = {
+        "weights": card.weights_sha256 or weights_hash(model),
+        "spec": dataset.spec,
+        "split": dataset.split,
+        "mean": list(card.mean),
+        "std": list(card.std),
+        "n": len(dataset),
+    }
+    if ":" in dataset.spec:  # folder:/idx: content can change under the same name
+        key["data"] = _dataset_fingerprint(dataset)
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir() / "logits" / f"{name}.pt"
+
+
+def model_logits(
+    model: nn.Module,
+    card: ModelCard,
+    dataset: Dataset,
+    *,
+    device: torch.device | str | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Logits (N, K) of a loaded checkpoint on a dataset, cached on disk by weights hash, spec and split."""
+    check_compatible(card, dataset)
+    path = _logit_cache_path(model, card, dataset)
+    if use_cache and path.exists():
+        try:
+            cached = torch.load(path, weights_only=True)
+            if cached.shape == (len(dataset), card.num_classes):
+                return cached
+        except Exception:  # a torn cache file is rebuilt, never trusted
+            pass
+    images = normalize(dataset.images, card.mean, card.std)
+    logits = compute_logits(model, images, device=device)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{id(logits)}")
+        torch.save(logits, tmp)
+        tmp.replace(path)
+    return logits
+
+
+def dataset_logits(checkpoint: str | Path, dataset_spec: str, split: str = "test") -> torch.Tensor:
+    """Logits (N, K) of a checkpoint on a dataset split, computed once and cached on disk."""
+    model, card = load_checkpoint(checkpoint)
+    dataset = load_dataset(dataset_spec, split)
+    return model_logits(model, card, dataset)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def logit_metrics(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
+    temperature: float = 1.0,
+) -> dict[str, float]:
+    """The standard measures on logits: accuracy, NLL, ECE (15 bins), and agreement / KL to a teacher."""
+    out = {
+        "n": int(len(labels)),
+        "accuracy": soft.accuracy(logits, labels),
+        "nll": soft.nll(logits, labels),
+        "ece": soft.ece(logits, labels, n_bins=15),
+    }
+    if teacher_logits is not None:
+        out["agreement"] = soft.agreement(teacher_logits, logits)
+        out["kl"] = float(soft.kl_divergence(teacher_logits, logits, temperature).mean())
+    return out
+
+
+def evaluate(
+    checkpoint: str | Path,
+    dataset_spec: str,
+    split: str = "test",
+    teacher: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset split: n, accuracy, nll, ece (+ agreement, kl with a teacher)."""
+    model, card = load_checkpoint(checkpoint)
+    dataset = load_dataset(dataset_spec, split)
+    logits = model_logits(model, card, dataset)
+    teacher_logits = None
+    if teacher is not None:
+        t_model, t_card = load_checkpoint(teacher)
+        teacher_logits = model_logits(t_model, t_card, dataset)
+    metrics = logit_metrics(logits, dataset.labels, teacher_logits)
+    metrics.update(
+        {"checkpoint": card.name, "dataset": dataset_spec, "split": split, "errors": _errors(metrics)}
+    )
+    if teacher is not None:
+        metrics["teacher"] = str(teacher)
+    return metrics
+
+
+def _errors(metrics: dict[str, Any]) -> int:
+    return int(round(metrics["n"] * (1.0 - metrics["accuracy"])))
+
+
+# ---------------------------------------------------------------------------- augmentation
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Batched augmentation of images in [0, 1] (B, C, H, W): no per-sample Python.
+
+    "jitter": integer shifts of up to 2 pixels each way (Hinton et al. 2012's MNIST jitter).
+    "affine": rotation up to 12 degrees, scale 0.9-1.1, shear up to 0.15 and shifts up to 2 px.
+    """
+    if kind == "none":
+        return x
+    b, _, h, w = x.shape
+    dev = x.device
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(b, generator=generator, device=generator.device).to(dev) * (hi - lo) + lo
+
+    if kind == "jitter":
+        pad = 2
+        xp = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=generator.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=generator.device)
+        rows = dy.to(dev)[:, None] + torch.arange(h, device=dev)  # (B, H)
+        cols = dx.to(dev)[:, None] + torch.arange(w, device=dev)  # (B, W)
+        batch = torch.arange(b, device=dev)[:, None, None]
+        out = xp.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+        return out.permute(0, 3, 1, 2).contiguous()
+    if kind == "affine":
+        angle = uniform(-12.0, 12.0) * math.pi / 180.0
+        scale = uniform(0.9, 1.1)
+        shear = uniform(-0.15, 0.15)
+        tx = uniform(-2.0, 2.0) * 2.0 / w
+        ty = uniform(-2.0, 2.0) * 2.0 / h
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack(
+            [
+                torch.stack([cos, -sin + shear * cos, tx], dim=1),
+                torch.stack([sin, cos + shear * sin, ty], dim=1),
+            ],
+            dim=1,
+        )  # (B, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    raise KdvizError(f"Unknown augmentation {kind!r}; choose one of {', '.join(AUGMENTATIONS)}.")
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def _validate(cfg: TrainConfig) -> None:
+    if cfg.epochs < 1:
+        raise KdvizError("epochs must be at least 1.")
+    if cfg.batch_size < 1:
+        raise KdvizError("batch size must be at least 1.")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise KdvizError("learning rate must be a positive number.")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise KdvizError(f"Unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    if cfg.augment not in AUGMENTATIONS:
+        raise KdvizError(
+            f"Unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENTATIONS)}."
+        )
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise KdvizError("label smoothing must be in [0, 1).")
+    if isinstance(cfg, DistillConfig):
+        if cfg.method not in METHODS:
+            raise KdvizError(f"Unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}.")
+        if not cfg.temperature > 0:
+            raise KdvizError("temperature must be positive.")
+        if not 0.0 <= cfg.alpha <= 1.0 and cfg.method != "dkd":
+            raise KdvizError("alpha must be between 0 and 1.")
+        if not 0.0 < cfg.transfer_fraction <= 1.0:
+            raise KdvizError("transfer fraction must be in (0, 1].")
+
+
+def default_name(cfg: TrainConfig) -> str:
+    """A readable checkpoint name made from the config, e.g. "mnist5k-mlp-800-800-kd-T4-s0"."""
+    base = f"{cfg.dataset.split(':')[0]}-{cfg.arch}"
+    if isinstance(cfg, DistillConfig):
+        return f"{base}-{cfg.method}-T{cfg.temperature:g}-s{cfg.seed}"
+    return f"{base}-hard-s{cfg.seed}"
+
+
+def _transfer_indices(cfg: TrainConfig, labels: torch.Tensor) -> torch.Tensor:
+    """Indices of the training examples used, after omitting classes and taking a seeded fraction."""
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    if isinstance(cfg, DistillConfig):
+        for cls in cfg.omit_classes:
+            keep &= labels != int(cls)
+    idx = keep.nonzero().flatten()
+    frac = cfg.transfer_fraction if isinstance(cfg, DistillConfig) else 1.0
+    if frac < 1.0:
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        # stratified: the same fraction of every class, so tiny transfer sets keep all classes
+        parts = []
+        for cls in labels[idx].unique():
+            members = idx[labels[idx] == cls]
+            count = max(1, round(frac * len(members)))
+            parts.append(members[torch.randperm(len(members), generator=gen)[:count]])
+        idx = torch.cat(parts).sort().values
+    if len(idx) == 0:
+        raise KdvizError("The transfer set is empty; omit fewer classes or use a larger fraction.")
+    return idx
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = device.type in ("cuda", "cpu")
+    if cfg.optimizer == "adamw":
+        try:
+            return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        except (RuntimeError, TypeError):
+            return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
+    )
+
+
+def _lr_at(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if warm and step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - warm) / max(1, total - warm)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _arch_kwargs(cfg: TrainConfig) -> dict[str, float]:
+    kwargs = {}
+    if cfg.dropout:
+        kwargs["dropout"] = cfg.dropout
+    if cfg.input_dropout:
+        kwargs["input_dropout"] = cfg.input_dropout
+    return kwargs
+
+
+def fit(
+    cfg: TrainConfig,
+    *,
+    on_step: StepCallback | None = None,
+    on_epoch: StepCallback | None = None,
+    should_stop: StopHook | None = None,
+    save: bool = True,
+    show_progress: bool = False,
+) -> RunResult:
+    """Train (TrainConfig) or distill (DistillConfig) a student; returns a RunResult.
+
+    ``on_step`` gets {"step", "epoch", "loss", "kd_loss", "task_loss", "lr", "progress"} every
+    ``cfg.log_every`` steps; ``on_epoch`` gets the evaluation metrics after every epoch; when
+    ``should_stop()`` turns true the run stops between steps with status "cancelled". A non-finite
+    loss ends the run with status "diverged". With ``save`` the checkpoint of every finished epoch is
+    written atomically to ``cfg.out`` (or KDVIZ_HOME/checkpoints/NAME).
+    """
+    _validate(cfg)
+    started = time.perf_counter()
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    distilling = isinstance(cfg, DistillConfig)
+
+    train_ds = load_dataset(cfg.dataset, cfg.train_split)
+    eval_ds = load_dataset(cfg.dataset, cfg.eval_split)
+    idx = _transfer_indices(cfg, train_ds.labels)
+    images01 = (train_ds.images[idx].float() / 255.0).to(device)  # (N, C, H, W) in [0, 1]
+    labels = train_ds.labels[idx].to(device)  # (N,)
+    if distilling and cfg.drop_labels:
+        labels = torch.full_like(labels, -1)
+    mean = torch.tensor(train_ds.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(train_ds.std, device=device).view(1, -1, 1, 1)
+    augmented = cfg.augment != "none"
+    x_student = None if augmented else (images01 - mean) / std  # normalised once when fixed
+
+    model = create_model(cfg.arch, train_ds.num_classes, train_ds.in_shape, **_arch_kwargs(cfg))
+    model.to(device)
+
+    teacher = teacher_card = teacher_logits_all = eval_teacher_logits = None
+    t_mean = t_std = None
+    if distilling:
+        teacher, teacher_card = load_checkpoint(cfg.teacher, device=str(device))
+        check_compatible(teacher_card, train_ds)
+        eval_teacher_logits = model_logits(teacher, teacher_card, eval_ds, device=device)
+        t_mean = torch.tensor(teacher_card.mean, device=device).view(1, -1, 1, 1)
+        t_std = torch.tensor(teacher_card.std, device=device).view(1, -1, 1, 1)
+        if not augmented:  # the transfer set is fixed: teacher logits once, cached on disk
+            teacher_logits_all = model_logits(teacher, teacher_card, train_ds, device=device)
+            teacher_logits_all = teacher_logits_all[idx].to(device)
+        loss_fn = create_loss(
+            cfg.method, temperature=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta
+        )
+    else:
+        smoothing = cfg.label_smoothing
+
+        def loss_fn(student_logits, _teacher_logits, y):
+            task = F.cross_entropy(student_logits, y, label_smoothing=smoothing)
+            return {"loss": task, "task_loss": task, "kd_loss": torch.zeros((), device=y.device)}
+
+    optimizer = _make_optimizer(cfg, model, device)
+    n = len(labels)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    aug_gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 7)
+
+    name = cfg.name or default_name(cfg)
+    stem = Path(cfg.out) if cfg.out else checkpoints_dir() / name
+    card = ModelCard(
+        name=name,
+        arch=cfg.arch,
+        arch_kwargs=_arch_kwargs(cfg),
+        num_classes=train_ds.num_classes,
+        class_names=list(train_ds.class_names),
+        in_shape=list(train_ds.in_shape),
+        mean=list(train_ds.mean),
+        std=list(train_ds.std),
+        dataset=cfg.dataset,
+        training={**cfg.to_dict(), "transfer_size": n, "device": str(device)},
+        metrics={},
+    )
+
+    history: list[dict[str, Any]] = []
+    result = RunResult(status="done", message="", device=describe_device(device))
+    progress = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=total_steps, desc=name, unit="step", leave=False)
+
+    step = 0
+    running = torch.zeros(3, device=device)  # loss, kd_loss, task_loss summed since last log
+    running_count = 0
+    stopped = False
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=gen).to(device)
+        for start in range(0, n, cfg.batch_size):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            batch = order[start : start + cfg.batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(cfg, step, total_steps, steps_per_epoch)
+            y = labels[batch]
+            if augmented:
+                xb01 = augment_batch(images01[batch], cfg.augment, aug_gen)
+                xb = (xb01 - mean) / std
+            else:
+                xb = x_student[batch]
+            t_logits = None
+            if distilling:
+                if teacher_logits_all is not None:
+                    t_logits = teacher_logits_all[batch]
+                else:
+                    with torch.inference_mode():
+                        t_logits = teacher((xb01 - t_mean) / t_std).float()
+                    t_logits = t_logits.clone()
+            logits = model(xb)
+            parts = loss_fn(logits, t_logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            optimizer.step()
+            step += 1
+            running += torch.stack(
+                [parts["loss"].detach(), parts["kd_loss"].detach(), parts["task_loss"].detach()]
+            )
+            running_count += 1
+            if progress is not None:
+                progress.update(1)
+            if step % cfg.log_every == 0 or step == total_steps:
+                values = (running / running_count).tolist()
+                running.zero_()
+                running_count = 0
+                if not all(math.isfinite(v) for v in values):
+                    result.status = "diverged"
+                    break
+                if on_step is not None:
+                    on_step(
+                        {
+                            "step": step,
+                            "epoch": epoch - 1 + (start + len(batch)) / n,
+                            "loss": values[0],
+                            "kd_loss": values[1],
+                            "task_loss": values[2],
+                            "lr": optimizer.param_groups[0]["lr"],
+                            "progress": step / total_steps,
+                            "elapsed": time.perf_counter() - started,
+                        }
+                    )
+        if result.status == "diverged" or stopped:
+            break
+        # end of epoch: evaluate on the eval split, save the epoch's checkpoint
+        eval_logits = compute_logits(model, eval_ds.normalized(), device=device)
+        if not torch.isfinite(eval_logits).all():
+            result.status = "diverged"
+            break
+        metrics = logit_metrics(eval_logits, eval_ds.labels, eval_teacher_logits)
+        metrics.update(
+            {"epoch": epoch, "step": step, "elapsed": time.perf_counter() - started, "split": cfg.eval_split}
+        )
+        history.append(metrics)
+        if save:
+            card.metrics = {
+                f"{cfg.eval_split}_{k}": v for k, v in metrics.items() if isinstance(v, float)
+            }
+            card.metrics["epochs_completed"] = epoch
+            save_checkpoint(model, card, stem)
+            result.checkpoint = str(stem)
+        if on_epoch is not None:
+            on_epoch(metrics)
+    if progress is not None:
+        progress.close()
+
+    result.history = history
+    result.metrics = history[-1] if history else {}
+    result.seconds = time.perf_counter() - started
+    if result.status == "diverged":
+        result.message = (
+            f"The loss became NaN or infinite at step {step}; lower the learning rate "
+            f"(now {cfg.lr:g}) or the temperature and start again."
+        )
+    elif stopped:
+        result.status = "cancelled"
+        result.message = f"Cancelled at step {step} of {total_steps}."
+    else:
+        acc = result.metrics.get("accuracy", float("nan"))
+        result.message = (
+            f"Finished {cfg.epochs} epochs in {result.seconds:.1f} s; "
+            f"{cfg.eval_split} accuracy {acc:.2%}."
+        )
+    return result
+
+
+def train(cfg: TrainConfig, **kwargs: Any) -> RunResult:
+    """Hard-label training (optional label smoothing, augmentation, dropout). See ``fit``."""
+    if isinstance(cfg, DistillConfig):
+        raise KdvizError("train() takes a TrainConfig; use distill() for a DistillConfig.")
+    return fit(cfg, **kwargs)
+
+
+def distill(cfg: DistillConfig, **kwargs: Any) -> RunResult:
+    """Distil a teacher (one checkpoint or an ensemble card) into a student. See ``fit``."""
+    if not isinstance(cfg, DistillConfig):
+        raise KdvizError("distill() takes a DistillConfig.")
+    return fit(cfg, **kwargs)
