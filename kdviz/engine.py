@@ -122,7 +122,7 @@ class RunResult:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """"auto" picks CUDA, then Apple's MPS, then the CPU; anything else is taken as asked."""
+    """ "auto" picks CUDA, then Apple's MPS, then the CPU; anything else is taken as asked."""
     if name in ("", "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -280,7 +280,12 @@ def evaluate(
         teacher_logits = model_logits(t_model, t_card, dataset)
     metrics = logit_metrics(logits, dataset.labels, teacher_logits)
     metrics.update(
-        {"checkpoint": card.name, "dataset": dataset_spec, "split": split, "errors": _errors(metrics)}
+        {
+            "checkpoint": card.name,
+            "dataset": dataset_spec,
+            "split": split,
+            "errors": _errors(metrics),
+        }
     )
     if teacher is not None:
         metrics["teacher"] = str(teacher)
@@ -348,7 +353,9 @@ def _validate(cfg: TrainConfig) -> None:
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise KdvizError("learning rate must be a positive number.")
     if cfg.optimizer not in OPTIMIZERS:
-        raise KdvizError(f"Unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
+        raise KdvizError(
+            f"Unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}."
+        )
     if cfg.augment not in AUGMENTATIONS:
         raise KdvizError(
             f"Unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENTATIONS)}."
@@ -407,6 +414,44 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
     return torch.optim.SGD(
         params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
     )
+
+
+def _loss_kwargs(method: str, temperature: float, alpha: float, beta: float) -> dict[str, float]:
+    if method == "kd":
+        return {"temperature": temperature, "alpha": alpha}
+    if method == "mse":
+        return {"alpha": alpha}
+    return {"temperature": temperature, "alpha": alpha, "beta": beta}
+
+
+def make_train_step(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer):
+    """One optimiser step on a batch: (x, teacher_logits | None, y) -> the loss's dict of parts."""
+
+    def step(x: torch.Tensor, teacher_logits: torch.Tensor | None, y: torch.Tensor):
+        logits = model(x)  # (B, K)
+        parts = loss_fn(logits, teacher_logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimizer.step()
+        return parts
+
+    return step
+
+
+def student_step_fn(
+    model: nn.Module,
+    method: str,
+    *,
+    temperature: float,
+    alpha: float,
+    beta: float,
+    lr: float,
+    device: torch.device,
+):
+    """The engine's distillation step for ``model`` as a callable (used by the speed benchmark)."""
+    cfg = DistillConfig(method=method, temperature=temperature, alpha=alpha, beta=beta, lr=lr)
+    loss_fn = create_loss(method, **_loss_kwargs(method, temperature, alpha, beta))
+    return make_train_step(model, loss_fn, _make_optimizer(cfg, model, device))
 
 
 def _lr_at(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
@@ -478,7 +523,7 @@ def fit(
             teacher_logits_all = model_logits(teacher, teacher_card, train_ds, device=device)
             teacher_logits_all = teacher_logits_all[idx].to(device)
         loss_fn = create_loss(
-            cfg.method, temperature=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta
+            cfg.method, **_loss_kwargs(cfg.method, cfg.temperature, cfg.alpha, cfg.beta)
         )
     else:
         smoothing = cfg.label_smoothing
@@ -488,6 +533,7 @@ def fit(
             return {"loss": task, "task_loss": task, "kd_loss": torch.zeros((), device=y.device)}
 
     optimizer = _make_optimizer(cfg, model, device)
+    train_step = make_train_step(model, loss_fn, optimizer)
     n = len(labels)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -524,6 +570,7 @@ def fit(
     stopped = False
     for epoch in range(1, cfg.epochs + 1):
         model.train()
+        epoch_start = time.perf_counter()
         order = torch.randperm(n, generator=gen).to(device)
         for start in range(0, n, cfg.batch_size):
             if should_stop is not None and should_stop():
@@ -546,11 +593,7 @@ def fit(
                     with torch.inference_mode():
                         t_logits = teacher((xb01 - t_mean) / t_std).float()
                     t_logits = t_logits.clone()
-            logits = model(xb)
-            parts = loss_fn(logits, t_logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            optimizer.step()
+            parts = train_step(xb, t_logits, y)
             step += 1
             running += torch.stack(
                 [parts["loss"].detach(), parts["kd_loss"].detach(), parts["task_loss"].detach()]
@@ -581,13 +624,22 @@ def fit(
         if result.status == "diverged" or stopped:
             break
         # end of epoch: evaluate on the eval split, save the epoch's checkpoint
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - epoch_start
         eval_logits = compute_logits(model, eval_ds.normalized(), device=device)
         if not torch.isfinite(eval_logits).all():
             result.status = "diverged"
             break
         metrics = logit_metrics(eval_logits, eval_ds.labels, eval_teacher_logits)
         metrics.update(
-            {"epoch": epoch, "step": step, "elapsed": time.perf_counter() - started, "split": cfg.eval_split}
+            {
+                "epoch": epoch,
+                "step": step,
+                "elapsed": time.perf_counter() - started,
+                "train_seconds": train_seconds,
+                "split": cfg.eval_split,
+            }
         )
         history.append(metrics)
         if save:

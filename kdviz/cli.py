@@ -1,0 +1,299 @@
+"""The ``kdviz`` command: list, train, distill, evaluate, app.
+
+Every sub-command parses its flags into the same config dataclasses the web app uses. An error a
+user can cause prints one sentence (no traceback) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kdviz.errors import KdvizError
+from kdviz.runs import STATUSES
+
+EXIT_USER_ERROR = 2
+
+
+def _add_fit_args(parser: argparse.ArgumentParser, defaults: Any) -> None:
+    """Flags shared by train and distill, taken from the config dataclass's fields and defaults."""
+    parser.add_argument("--dataset", default=defaults.dataset, help="dataset spec (kdviz list)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
+    parser.add_argument("--optimizer", choices=["adamw", "sgd"], default=defaults.optimizer)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--schedule", choices=["cosine", "constant"], default=defaults.schedule)
+    parser.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs)
+    parser.add_argument("--augment", choices=["none", "jitter", "affine"], default=defaults.augment)
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--input-dropout", type=float, default=defaults.input_dropout)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, mps")
+    parser.add_argument("--eval-split", default=defaults.eval_split, help="val or test")
+    parser.add_argument("--name", default="", help="checkpoint name")
+    parser.add_argument(
+        "--out", default="", help="checkpoint stem path (default KDVIZ_HOME/checkpoints/NAME)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def _config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    if "omit_classes" in values:
+        values["omit_classes"] = tuple(values["omit_classes"] or ())
+    return cls(**values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kdviz.engine import DistillConfig, TrainConfig
+
+    parser = argparse.ArgumentParser(
+        prog="kdviz",
+        description="Explore dark knowledge: soft targets, class similarity, live distillation.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p_list = sub.add_parser("list", help="list models, datasets and checkpoints")
+    p_list.add_argument("what", nargs="?", choices=["models", "datasets", "checkpoints", "all"])
+    p_list.add_argument("--json", action="store_true")
+
+    t_def = TrainConfig()
+    p_train = sub.add_parser("train", help="train a model on hard labels")
+    p_train.add_argument("--arch", default=t_def.arch, help="model name (kdviz list models)")
+    p_train.add_argument("--label-smoothing", type=float, default=t_def.label_smoothing)
+    _add_fit_args(p_train, t_def)
+
+    d_def = DistillConfig()
+    p_dist = sub.add_parser("distill", help="distil a teacher into a student")
+    p_dist.add_argument("--teacher", required=True, help="teacher checkpoint (name, stem or file)")
+    p_dist.add_argument("--student", dest="arch", default=d_def.arch, help="student model name")
+    p_dist.add_argument("--method", choices=["kd", "mse", "dkd"], default=d_def.method)
+    p_dist.add_argument("--temperature", "-T", type=float, default=d_def.temperature)
+    p_dist.add_argument("--alpha", type=float, default=d_def.alpha, help="soft-term weight")
+    p_dist.add_argument("--beta", type=float, default=d_def.beta, help="NCKD weight (dkd)")
+    p_dist.add_argument("--transfer-fraction", type=float, default=d_def.transfer_fraction)
+    p_dist.add_argument(
+        "--omit-classes", type=int, nargs="*", default=[], help="class indices left out"
+    )
+    p_dist.add_argument(
+        "--drop-labels", action="store_true", help="use soft targets only, no hard labels"
+    )
+    _add_fit_args(p_dist, d_def)
+
+    p_eval = sub.add_parser("evaluate", help="accuracy, NLL and ECE of a checkpoint")
+    p_eval.add_argument("checkpoint", help="checkpoint: NAME, STEM, STEM.json or STEM.safetensors")
+    p_eval.add_argument("--dataset", required=True, help="dataset spec")
+    p_eval.add_argument("--split", default="test")
+    p_eval.add_argument("--teacher", default=None, help="also report agreement and KL to it")
+    p_eval.add_argument("--json", action="store_true")
+
+    p_runs = sub.add_parser("runs", help="list recorded runs (app and command line)")
+    p_runs.add_argument("--json", action="store_true", help="print a JSON list")
+    p_runs.add_argument("--status", choices=list(STATUSES), help="only runs with this status")
+    p_runs.add_argument("--limit", type=int, default=0, help="newest N runs only")
+
+    p_app = sub.add_parser("app", help="start the web app")
+    p_app.add_argument("--port", type=int, default=8501)
+    p_app.add_argument("--address", default="127.0.0.1")
+    return parser
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from kdviz.data import list_datasets
+    from kdviz.models import list_checkpoints, list_models
+
+    what = args.what or "all"
+    out: dict[str, Any] = {}
+    if what in ("models", "all"):
+        out["models"] = list_models()
+    if what in ("datasets", "all"):
+        out["datasets"] = list_datasets()
+    if what in ("checkpoints", "all"):
+        out["checkpoints"] = [
+            {
+                "name": name,
+                "path": str(path),
+                "arch": card.arch,
+                "dataset": card.dataset,
+                "kind": card.kind,
+            }
+            for name, path, card in list_checkpoints()
+        ]
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    for key, items in out.items():
+        print(f"{key}:")
+        for item in items:
+            if isinstance(item, dict):
+                print(
+                    f"  {item['name']:<32} {item['arch']:<16} {item['dataset']:<12} {item['path']}"
+                )
+            else:
+                print(f"  {item}")
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from kdviz.engine import DistillConfig, TrainConfig, fit
+
+    cls = DistillConfig if args.command == "distill" else TrainConfig
+    cfg = _config_from_args(cls, args)
+
+    def on_epoch(metrics: dict[str, Any]) -> None:
+        if not args.json:
+            extra = ""
+            if "agreement" in metrics:
+                extra = f"  agreement {metrics['agreement']:.2%}  kl {metrics['kl']:.4f}"
+            print(
+                f"epoch {metrics['epoch']:>3}  {cfg.eval_split} accuracy {metrics['accuracy']:.2%}"
+                f"  nll {metrics['nll']:.4f}{extra}",
+                file=sys.stderr,
+            )
+
+    store, run = _record_run(cfg)
+    if run is None:
+        result = fit(cfg, on_epoch=on_epoch, show_progress=not args.json)
+    else:  # the same path a run started from the app takes in its worker process
+        from kdviz.jobs import execute_run
+
+        result = execute_run(store, run.id, cfg, on_epoch=on_epoch, show_progress=not args.json)
+    if args.json:
+        print(json.dumps({**result.to_dict(), **({"run_id": run.id} if run else {})}))
+    else:
+        print(result.message)
+        if result.checkpoint:
+            print(f"checkpoint: {result.checkpoint}")
+        if run is not None:
+            print(f"run: {run.id}")
+    return 0 if result.status in ("done", "cancelled") else 1
+
+
+def _record_run(cfg: Any) -> tuple[Any, Any]:
+    """Record a foreground train / distill run in the run store; (None, None) if the store fails."""
+    import sqlite3
+
+    from kdviz.jobs import record_cli_run
+
+    try:
+        return record_cli_run(cfg)
+    except (sqlite3.Error, OSError) as err:
+        print(f"kdviz: warning: the run is not recorded ({err}).", file=sys.stderr)
+        return None, None
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from kdviz.runs import RunStore
+
+    runs = RunStore().list_runs(limit=args.limit or None)
+    if args.status:
+        runs = [run for run in runs if run.status == args.status]
+    if args.json:
+        print(json.dumps([run.to_dict() for run in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs recorded yet; start one with kdviz distill or in the app")
+        return 0
+    header = ("id", "status", "kind", "role", "accuracy", "started")
+    print("{:<23} {:<11} {:<8} {:<8} {:>8}  {:<19}  name".format(*header))
+    for run in runs:
+        acc = run.metrics.get("accuracy")
+        acc_text = f"{acc:.2%}" if isinstance(acc, (int, float)) else "-"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started or run.created))
+        print(
+            f"{run.id:<23} {run.status:<11} {run.kind:<8} {run.role:<8} {acc_text:>8}  {when:<19}"
+            f"  {run.name}  [{run.device or '?'}]"
+        )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from kdviz.engine import evaluate
+
+    metrics = evaluate(args.checkpoint, args.dataset, args.split, teacher=args.teacher)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    print(f"{metrics['checkpoint']} on {args.dataset} [{args.split}], n = {metrics['n']}")
+    print(f"  accuracy  {metrics['accuracy']:.2%}  ({metrics['errors']} errors)")
+    print(f"  nll       {metrics['nll']:.4f}")
+    print(f"  ece       {metrics['ece']:.4f}")
+    if "agreement" in metrics:
+        print(f"  agreement {metrics['agreement']:.2%}")
+        print(f"  kl        {metrics['kl']:.4f}")
+    return 0
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from kdviz.paths import REPO_ROOT
+
+    app = REPO_ROOT / "app.py"
+    if not app.exists():
+        raise KdvizError(f"The app entry {app} is missing; run kdviz from a checkout of the repo.")
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.address,
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    print(f"kdviz: open http://{args.address}:{args.port}", file=sys.stderr)
+    return subprocess.call(cmd, env=os.environ.copy())
+
+
+COMMANDS = {
+    "list": _cmd_list,
+    "train": _cmd_fit,
+    "distill": _cmd_fit,
+    "evaluate": _cmd_evaluate,
+    "app": _cmd_app,
+    "runs": _cmd_runs,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:  # hidden: the process behind a run started from the app
+        return _worker(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KdvizError as err:
+        print(f"kdviz: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("kdviz: interrupted", file=sys.stderr)
+        return 130
+
+
+def _worker(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: kdviz worker RUN_ID", file=sys.stderr)
+        return EXIT_USER_ERROR
+    from kdviz.jobs import run_worker
+
+    try:
+        return run_worker(argv[0])
+    except KdvizError as err:
+        print(f"kdviz: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,984 @@
+"""Model registry (timm-style), checkpoint cards, and safe checkpoint loading.
+
+A checkpoint is a pair: ``STEM.safetensors`` (weights) and ``STEM.json`` (the card). Loading never
+unpickles: weights come from safetensors, or from a foreign ``STEM.pt`` state dict read with
+``torch.load(weights_only=True)``. An ensemble teacher is a card (no weights) that lists members.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import inspect
+import json
+import math
+import numbers
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from kdviz import __version__, paths
+from kdviz.errors import KdvizError
+
+__all__ = [
+    "Ensemble",
+    "ModelCard",
+    "create_model",
+    "list_checkpoints",
+    "list_model_patterns",
+    "list_models",
+    "load_card",
+    "load_checkpoint",
+    "register_model",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "save_ensemble_card",
+    "weights_hash",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------
+
+# A builder is called as builder(name, num_classes, in_shape, **kwargs) -> nn.Module.
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    key: str  # an exact name, or a glob pattern such as "mlp-*"
+    builder: Builder
+    examples: tuple[str, ...]  # names list_models() shows for a pattern
+    description: str  # one line for a pattern, e.g. "mlp-H1-H2-... (any hidden sizes)"
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(ch in self.key for ch in "*?[")
+
+
+_MODELS: dict[str, _Entry] = {}  # registration order is list_models() order
+
+
+def register_model(
+    name_or_pattern: str, *, examples: tuple[str, ...] = (), description: str = ""
+) -> Callable[[Builder], Builder]:
+    """Register a lowercase builder under an exact name or a glob pattern (``"mlp-*"``).
+
+    The builder is called as ``builder(name, num_classes, in_shape, **kwargs)``; a pattern
+    builder parses what it needs from ``name`` and raises KdvizError when it cannot.
+    """
+    key = name_or_pattern.strip().lower()
+
+    def decorator(builder: Builder) -> Builder:
+        if key in _MODELS:
+            raise ValueError(f"model {key!r} is already registered")
+        _MODELS[key] = _Entry(key, builder, tuple(examples), description or key)
+        return builder
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Names that create_model accepts, in registration order; patterns show their examples.
+
+    Any ``mlp-H1-H2-...`` (hidden sizes) and any ``resnetD`` with D = 6n+2 also work; see
+    list_model_patterns().
+    """
+    names: list[str] = []
+    for entry in _MODELS.values():
+        names.extend(entry.examples if entry.is_pattern else (entry.key,))
+    return names
+
+
+def list_model_patterns() -> list[str]:
+    """One line per name pattern, e.g. ``"mlp-H1-H2-... (any hidden sizes)"``."""
+    return [entry.description for entry in _MODELS.values() if entry.is_pattern]
+
+
+def _valid_names_sentence() -> str:
+    patterns = list_model_patterns()
+    tail = f", or {' / '.join(patterns)}" if patterns else ""
+    return f"{', '.join(list_models())}{tail}"
+
+
+def _lookup(name: str) -> _Entry:
+    entry = _MODELS.get(name)
+    if entry is not None and not entry.is_pattern:
+        return entry
+    for entry in _MODELS.values():
+        if entry.is_pattern and fnmatch.fnmatchcase(name, entry.key):
+            return entry
+    raise KdvizError(f"Unknown model {name!r}; choose one of {_valid_names_sentence()}.")
+
+
+def _check_in_shape(in_shape: Any) -> tuple[int, int, int]:
+    try:
+        values = list(in_shape)
+    except TypeError:
+        values = []
+    if not (
+        len(values) == 3
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values)
+        and all(v > 0 for v in values)
+    ):
+        raise KdvizError(
+            f"Input shape {in_shape!r} is not valid; give (channels, height, width) as three positive integers."
+        )
+    return int(values[0]), int(values[1]), int(values[2])
+
+
+def _check_num_classes(num_classes: Any) -> int:
+    if not _is_int(num_classes) or num_classes < 1:
+        raise KdvizError(
+            f"Number of classes {num_classes!r} is not valid; give a positive integer."
+        )
+    return int(num_classes)
+
+
+def create_model(
+    name: str, num_classes: int, in_shape: tuple[int, int, int], **kwargs: Any
+) -> nn.Module:
+    """Build a registered model with freshly initialised weights (seed with torch.manual_seed).
+
+    The model takes NORMALISED float input (N, C, H, W) and returns logits (N, num_classes).
+    Unknown names and unsupported keyword arguments raise KdvizError.
+    """
+    if not isinstance(name, str):
+        raise KdvizError(
+            f"Model name {name!r} is not a string; choose one of {_valid_names_sentence()}."
+        )
+    name = name.strip().lower()
+    entry = _lookup(name)
+    num_classes = _check_num_classes(num_classes)
+    shape = _check_in_shape(in_shape)
+    try:
+        inspect.signature(entry.builder).bind(name, num_classes, shape, **kwargs)
+    except TypeError as err:
+        params = [
+            p.name
+            for p in inspect.signature(entry.builder).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        accepted = ", ".join(params) if params else "none"
+        raise KdvizError(
+            f"Model {name!r} does not accept the options {sorted(kwargs)}; it accepts: {accepted}."
+        ) from err
+    return entry.builder(name, num_classes, shape, **kwargs)
+
+
+def _check_prob(value: Any, what: str) -> float:
+    if not _is_real(value) or not 0.0 <= value < 1.0:
+        raise KdvizError(f"{what} {value!r} is not valid; give a probability in [0, 1).")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Architectures
+# ---------------------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """Flatten -> [Linear -> ReLU -> Dropout] per hidden size -> Linear (Hinton et al. 2015, sec. 3)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: tuple[int, ...],
+        num_classes: int,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout)
+        self.dropout = nn.Dropout(dropout)
+        sizes = (in_features, *hidden)
+        self.hidden = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.head = nn.Linear(sizes[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_dropout(x.flatten(1))  # (N, C*H*W)
+        for layer in self.hidden:
+            x = self.dropout(F.relu(layer(x)))  # (N, H_i)
+        return self.head(x)  # (N, K)
+
+
+_MLP_NAME = re.compile(r"mlp((?:-[0-9]+)+)")
+
+
+@register_model(
+    "mlp-*",
+    examples=("mlp-1200-1200", "mlp-800-800", "mlp-30-30"),
+    description="mlp-H1-H2-... (any hidden sizes)",
+)
+def mlp(
+    name: str,
+    num_classes: int,
+    in_shape: tuple[int, int, int],
+    *,
+    dropout: float = 0.0,
+    input_dropout: float = 0.0,
+) -> nn.Module:
+    """Fully connected ReLU net; Hinton's MNIST teacher is mlp-1200-1200, dropout 0.5, input 0.2."""
+    match = _MLP_NAME.fullmatch(name)
+    hidden = tuple(int(h) for h in match.group(1).split("-")[1:]) if match else ()
+    if not hidden or any(h < 1 for h in hidden):
+        raise KdvizError(
+            f"Model name {name!r} is not valid; write mlp-H1-H2-... with positive hidden sizes, e.g. mlp-800-800."
+        )
+    c, h, w = in_shape
+    return MLP(
+        c * h * w,
+        hidden,
+        num_classes,
+        dropout=_check_prob(dropout, "dropout"),
+        input_dropout=_check_prob(input_dropout, "input_dropout"),
+    )
+
+
+class LeNet(nn.Module):
+    """LeNet-5 style (LeCun et al. 1998) with ReLU and max pooling.
+
+    Both convolutions are padded ("same" size) and an adaptive pool fixes the feature map at
+    5x5, so 8x8, 28x28 and 32x32 inputs all work and the parameter count does not depend on
+    the input size.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(6, 16, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.AdaptiveAvgPool2d(5),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * 5 * 5, 120),
+            nn.ReLU(inplace=True),
+            nn.Linear(120, 84),
+            nn.ReLU(inplace=True),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))  # (N, 400) -> (N, K)
+
+
+@register_model("lenet")
+def lenet(name: str, num_classes: int, in_shape: tuple[int, int, int]) -> nn.Module:
+    """LeNet-style CNN, 6-16 channels, ~62k parameters for 10 classes."""
+    return LeNet(in_shape[0], num_classes)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _kaiming_init(module: nn.Module) -> None:
+    # He et al. 2015 init for ReLU convs; BatchNorm starts as the identity.
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class WideCNN(nn.Module):
+    """3x3 conv+BN+ReLU stages of 32, 64-64 and 128-128 channels with max pools between them,
+    global average pool, dropout, linear head: the strong small teacher for MNIST-sized data
+    (~22M multiply-adds per 28x28 image, so it trains on a CPU)."""
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_bn_relu(in_channels, 32),  # one conv at full size: most of the cost is here
+            nn.MaxPool2d(2, ceil_mode=True),  # 28 -> 14
+            _conv_bn_relu(32, 64),
+            _conv_bn_relu(64, 64),
+            nn.MaxPool2d(2, ceil_mode=True),  # 14 -> 7
+            _conv_bn_relu(64, 128),
+            _conv_bn_relu(128, 128),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(128, num_classes)
+        _kaiming_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x).flatten(1)  # (N, 128)
+        return self.head(self.dropout(x))  # (N, K)
+
+
+@register_model("cnn-wide")
+def cnn_wide(
+    name: str, num_classes: int, in_shape: tuple[int, int, int], *, dropout: float = 0.0
+) -> nn.Module:
+    """Small wide CNN (32-64-128), ~279k parameters; dropout applies before the head."""
+    return WideCNN(in_shape[0], num_classes, dropout=_check_prob(dropout, "dropout"))
+
+
+class _BasicBlock(nn.Module):
+    """Two 3x3 convs with an identity shortcut; option A (He et al. 2016, sec. 4.2): when the
+    shape changes the shortcut subsamples and zero-pads channels, so it has no parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.stride = stride
+        self.extra_channels = out_channels - in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))  # (N, C_out, ceil(H/s), ceil(W/s))
+        shortcut = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        if self.extra_channels:
+            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.extra_channels))
+        return F.relu(out + shortcut)
+
+
+class CifarResNet(nn.Module):
+    """ResNet for CIFAR (He et al. 2016, "Deep Residual Learning", sec. 4.2): depth 6n+2,
+    a 3x3 stem of 16 channels, three stages of n basic blocks at 16/32/64 channels (strides
+    1/2/2), global average pool, linear head."""
+
+    def __init__(self, depth: int, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        stages = []
+        channels = 16
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = []
+            for i in range(n):
+                blocks.append(_BasicBlock(channels, width, stride if i == 0 else 1))
+                channels = width
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.head = nn.Linear(64, num_classes)
+        _kaiming_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))  # (N, 16, H, W)
+        x = self.layer3(self.layer2(self.layer1(x)))  # (N, 64, H/4, W/4)
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))  # (N, K)
+
+
+@register_model(
+    "resnet*",
+    examples=("resnet8", "resnet20"),
+    description="resnetD (CIFAR ResNet, D = 6n+2: 8, 14, 20, 32, 44, 56, 110)",
+)
+def resnet(name: str, num_classes: int, in_shape: tuple[int, int, int]) -> nn.Module:
+    """CIFAR-style ResNet-D; resnet8 ~78k and resnet20 ~0.27M parameters for 10 classes."""
+    match = re.fullmatch(r"resnet([0-9]+)", name)
+    depth = int(match.group(1)) if match else 0
+    if depth < 8 or (depth - 2) % 6:
+        raise KdvizError(
+            f"Model name {name!r} is not valid; CIFAR ResNets have depth 6n+2, e.g. resnet8, resnet20 or resnet56."
+        )
+    return CifarResNet(depth, in_shape[0], num_classes)
+
+
+class Ensemble(nn.Module):
+    """An ensemble teacher: forward returns the mean of the members' log_softmax, (N, K).
+
+    The mean of log-probabilities is the log of their (unnormalised) geometric mean, so the
+    output is valid logits: softmax of it is the normalised geometric-mean distribution.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_probs = [F.log_softmax(member(x), dim=1) for member in self.members]  # M x (N, K)
+        return torch.stack(log_probs).mean(dim=0)  # (N, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cards
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class ModelCard:
+    """What travels with the weights (the JSON card); see DESIGN.md "Checkpoints"."""
+
+    name: str = ""  # display name; empty -> the file stem
+    arch: str = ""  # registry name for create_model, e.g. "mlp-1200-1200"; "ensemble" for ensembles
+    arch_kwargs: dict = field(default_factory=dict)  # extra create_model arguments, e.g. dropout
+    num_classes: int = 0
+    class_names: list[str] = field(default_factory=list)  # empty -> "0", "1", ...
+    in_shape: list[int] = field(default_factory=list)  # [C, H, W]
+    mean: list[float] = field(default_factory=list)  # per-channel normalisation, [0, 1] scale
+    std: list[float] = field(default_factory=list)
+    dataset: str = ""  # dataset spec it was trained on, e.g. "mnist5k"
+    training: dict = field(default_factory=dict)  # the training / distillation config
+    metrics: dict = field(default_factory=dict)  # e.g. {"test_accuracy": 0.99}
+    created: str = field(default_factory=_now_iso)  # ISO 8601, UTC
+    kdviz_version: str = __version__
+    kind: str = "model"  # "model" | "ensemble"
+    members: list[str] = field(default_factory=list)  # ensemble: member stems, relative to the card
+    weights_sha256: str = ""  # weights_hash() of the saved model, filled by save_checkpoint
+    extra: dict = field(default_factory=dict)  # unknown card keys, kept so they round-trip
+
+    def __post_init__(self) -> None:
+        # Tuples (e.g. Dataset.in_shape) become lists and numpy scalars plain numbers, so a card
+        # equals its JSON round trip; validate() judges the values.
+        for name in ("class_names", "in_shape", "mean", "std", "members"):
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                setattr(self, name, list(value))
+        if _is_int(self.num_classes):
+            self.num_classes = int(self.num_classes)
+        if isinstance(self.in_shape, list):
+            self.in_shape = [int(v) if _is_int(v) else v for v in self.in_shape]
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if isinstance(values, list):
+                setattr(self, name, [float(v) if _is_real(v) else v for v in values])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; the keys of ``extra`` sit at the top level, as they were read."""
+        data = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"
+        }
+        out = {k: v for k, v in self.extra.items() if k not in data}
+        out.update(json.loads(json.dumps(data, default=str)))  # a deep copy that is surely JSON
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Validate a card dict; unknown keys are kept in ``extra``; problems raise KdvizError."""
+        if not isinstance(data, dict):
+            raise KdvizError("The checkpoint card is not a JSON object; re-save the checkpoint.")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kind = data.get("kind", "model")
+        required = ["num_classes", "in_shape", "mean", "std"]
+        required += ["members"] if kind == "ensemble" else ["arch"]
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise KdvizError(
+                f"The checkpoint card lacks the field(s) {', '.join(missing)}; add them or re-save the checkpoint."
+            )
+        card = cls(**{k: v for k, v in data.items() if k in known})
+        card.extra = {k: v for k, v in data.items() if k not in known}
+        if not card.arch and kind == "ensemble":
+            card.arch = "ensemble"
+        card.validate()
+        if not card.class_names:
+            card.class_names = [str(i) for i in range(card.num_classes)]
+        return card
+
+    def validate(self) -> None:
+        """Raise KdvizError naming the first field with a wrong type or value."""
+
+        def bad(field_name: str, what: str) -> KdvizError:
+            value = repr(getattr(self, field_name))
+            value = value if len(value) <= 80 else value[:77] + "..."
+            return KdvizError(
+                f"The checkpoint card field {field_name!r} is {value}, which is not {what}; fix the card or re-save the checkpoint."
+            )
+
+        for name in ("name", "arch", "dataset", "created", "kdviz_version", "weights_sha256"):
+            if not isinstance(getattr(self, name), str):
+                raise bad(name, "a string")
+        for name in ("arch_kwargs", "training", "metrics"):
+            if not isinstance(getattr(self, name), dict):
+                raise bad(name, "a JSON object")
+        if self.kind not in ("model", "ensemble"):
+            raise bad("kind", '"model" or "ensemble"')
+        if self.kind == "model" and not self.arch:
+            raise bad("arch", "a model name")
+        k = self.num_classes
+        if not _is_int(k) or k < 1:
+            raise bad("num_classes", "a positive integer")
+        shape = self.in_shape
+        if not (
+            isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) and v > 0 for v in shape)
+        ):
+            raise bad("in_shape", "a list of three positive integers [C, H, W]")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not (
+                isinstance(values, list)
+                and len(values) == shape[0]
+                and all(_is_real(v) and math.isfinite(v) for v in values)
+            ):
+                raise bad(name, f"a list of {shape[0]} number(s), one per channel")
+        if any(v <= 0 for v in self.std):
+            raise bad("std", "all positive")
+        names = self.class_names
+        if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
+            raise bad("class_names", "a list of strings")
+        if names and len(names) != k:
+            raise bad("class_names", f"{k} names (num_classes)")
+        members = self.members
+        if not isinstance(members, list) or not all(isinstance(v, str) and v for v in members):
+            raise bad("members", "a list of checkpoint names")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+_SUFFIXES = (".safetensors", ".json", ".pt")
+_MAX_CARD_BYTES = 16 * 1024 * 1024  # a card is a few kB; refuse to parse something huge
+
+
+def _brief(err: BaseException) -> str:
+    """The first line of an underlying error, short enough to sit inside one sentence."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _strip_suffix(path: Path) -> Path:
+    for suffix in _SUFFIXES:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.with_name(path.name[: -len(suffix)])
+    return path
+
+
+def _with(stem: Path, suffix: str) -> Path:
+    return stem.with_name(stem.name + suffix)  # not with_suffix: stems may contain dots
+
+
+def _stem_exists(stem: Path) -> bool:
+    return any(_with(stem, suffix).is_file() for suffix in _SUFFIXES)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary file in the same folder, then os.replace (atomic on POSIX and NT)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_card(card: ModelCard, stem: Path) -> None:
+    text = json.dumps(card.to_dict(), indent=2) + "\n"
+    _atomic_write(_with(stem, ".json"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _hash_state(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in state.items():
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def weights_hash(model: nn.Module) -> str:
+    """sha256 hex over the state dict in key order: each key, dtype, shape and raw bytes.
+
+    Changes when any weight or buffer changes; used as the logit-cache key. Equals the card's
+    weights_sha256 for a model returned by load_checkpoint.
+    """
+    return _hash_state(model.state_dict())
+
+
+def _fresh_model(card: ModelCard) -> nn.Module:
+    """The card's architecture, freshly built without moving the caller's RNG stream.
+
+    (Built on the CPU, not the meta device: meta init imports torch._dynamo, seconds of start-up.)
+    """
+    with torch.random.fork_rng(devices=[]):
+        return create_model(card.arch, card.num_classes, tuple(card.in_shape), **card.arch_kwargs)
+
+
+def _strip_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # DistributedDataParallel saves "module.*", torch.compile "_orig_mod.*".
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _check_state(
+    state: dict[str, torch.Tensor], model: nn.Module, card: ModelCard, source: Path
+) -> None:
+    """One KdvizError sentence for missing / unexpected keys or wrong shapes."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(shape)}"
+        for k, shape in ((k, t.shape) for k, t in expected.items())
+        if k in state and tuple(state[k].shape) != tuple(shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    if unexpected:
+        problems.append(
+            f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}"
+        )
+    if wrong:
+        problems.append(f"wrong shapes {'; '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}")
+    if problems:
+        raise KdvizError(
+            f"The weights in {source} do not fit the card's architecture {card.arch!r} with "
+            f"{card.num_classes} classes and input {card.in_shape} ({'; '.join(problems)}); "
+            "check the card's arch, arch_kwargs, num_classes and in_shape against the weights."
+        )
+
+
+def save_checkpoint(model: nn.Module, card: ModelCard, stem: str | Path) -> Path:
+    """Write STEM.safetensors then STEM.json, each atomically; fill ``card.weights_sha256``.
+
+    ``stem`` may also be given as STEM.safetensors or STEM.json. Returns the stem path.
+    The card is checked first: its architecture must rebuild a model with these exact keys
+    and shapes, so whatever is saved can be loaded.
+    """
+    stem = _strip_suffix(Path(stem).expanduser())
+    if card.kind != "model":
+        raise KdvizError(
+            "save_checkpoint writes single models; use save_ensemble_card for ensembles."
+        )
+    if not card.name:
+        card.name = stem.name
+    if not card.class_names:
+        card.class_names = [str(i) for i in range(card.num_classes)] if card.num_classes else []
+    card.validate()
+    state = _strip_wrapper_prefix(dict(model.state_dict()))
+    fresh = _fresh_model(card)
+    _check_state(state, fresh, card, stem)
+    # Stored in the architecture's own dtypes, so the hash equals weights_hash(loaded model).
+    expected = fresh.state_dict()
+    state = {
+        k: v.detach().to("cpu", expected[k].dtype).contiguous().clone() for k, v in state.items()
+    }
+    card.weights_sha256 = _hash_state(state)
+    _atomic_write(
+        _with(stem, ".safetensors"),
+        lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", "arch": card.arch}),
+    )
+    _write_card(card, stem)  # after the weights: a card never points at missing weights
+    return stem
+
+
+def _member_stem(member: str, card_dir: Path) -> Path:
+    """A member ref: relative to the ensemble card's folder first, then the usual places."""
+    candidate = _strip_suffix(Path(member).expanduser())
+    if not candidate.is_absolute():
+        candidate = card_dir / candidate
+    if _stem_exists(candidate):
+        return candidate
+    try:
+        return resolve_checkpoint(member)
+    except KdvizError as err:
+        raise KdvizError(
+            f"The ensemble member {member!r} was not found next to the card in {card_dir} "
+            "or among the known checkpoints; save it there or fix the card's members."
+        ) from err
+
+
+def _member_ref(member: str, member_stem: Path, card_dir: Path) -> str:
+    """How a member is written in the card: a bare name found in the search places (e.g. a
+    shipped checkpoint) stays bare; anything else becomes a path relative to the card."""
+    as_given = Path(member).expanduser()
+    if not (
+        as_given.is_absolute() or _stem_exists(card_dir / _strip_suffix(as_given))
+    ) and not _stem_exists(_strip_suffix(as_given)):
+        return member
+    return Path(os.path.relpath(member_stem.resolve(), card_dir)).as_posix()
+
+
+def save_ensemble_card(card: ModelCard, stem: str | Path) -> Path:
+    """Write STEM.json for an ensemble (kind "ensemble", no weights file); returns the stem.
+
+    Members are stored relative to the card's folder; each must exist and agree with the card
+    on the number of classes and the input shape.
+    """
+    stem = _strip_suffix(Path(stem).expanduser())
+    card.kind, card.arch, card.arch_kwargs = "ensemble", "ensemble", {}
+    if not card.name:
+        card.name = stem.name
+    if not card.class_names:
+        card.class_names = [str(i) for i in range(card.num_classes)] if card.num_classes else []
+    card.members = [str(m) if isinstance(m, Path) else m for m in card.members]
+    card.validate()
+    if not card.members:
+        raise KdvizError("An ensemble card needs at least one member; list the member checkpoints.")
+    card_dir = stem.parent.resolve()
+    relative = []
+    for member in card.members:
+        member_stem = _member_stem(member, card_dir)
+        member_card = load_card(member_stem)
+        if member_card.num_classes != card.num_classes or member_card.in_shape != card.in_shape:
+            raise KdvizError(
+                f"The ensemble member {member!r} has {member_card.num_classes} classes and input "
+                f"{member_card.in_shape}, but the ensemble card says {card.num_classes} and "
+                f"{card.in_shape}; use members trained on the same data."
+            )
+        relative.append(_member_ref(member, member_stem, card_dir))
+    card.members = relative
+    card.weights_sha256 = ""
+    _write_card(card, stem)
+    return stem
+
+
+def _search_roots() -> list[Path]:
+    """Folders a relative ref is looked up in, in priority order (PRETRAINED_DIR read at call time).
+
+    runs_dir() itself serves "RUN_ID/NAME"; each run folder (newest first) serves a bare NAME.
+    """
+    runs = paths.runs_dir()
+    run_folders = sorted(
+        (p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    return [Path(paths.PRETRAINED_DIR), paths.checkpoints_dir(), runs, *run_folders]
+
+
+def resolve_checkpoint(ref: str | Path) -> Path:
+    """The stem path for STEM.safetensors, STEM.json, STEM.pt, STEM, or a bare NAME.
+
+    A relative ref that is not found as given is looked up under PRETRAINED_DIR, then
+    checkpoints_dir(), then runs_dir() ("RUN_ID/NAME"), then runs_dir()/*/ (newest run first).
+    """
+    if not isinstance(ref, (str, Path)) or not str(ref).strip():
+        raise KdvizError(f"Checkpoint reference {ref!r} is empty; give a checkpoint name or path.")
+    given = Path(str(ref).strip()).expanduser()
+    names_file = _strip_suffix(given) != given  # STEM.json etc.: that very file must exist
+
+    def found(path: Path) -> bool:
+        return path.is_file() if names_file else _stem_exists(path)
+
+    if found(given):
+        return _strip_suffix(given)
+    tried = [str(given)]
+    if not given.is_absolute():
+        for root in _search_roots():
+            if found(root / given):
+                return _strip_suffix(root / given)
+        runs = paths.runs_dir()
+        tried += [str(paths.PRETRAINED_DIR), str(paths.checkpoints_dir()), str(runs), f"{runs}/*/"]
+    raise KdvizError(
+        f"No checkpoint {str(ref)!r} was found (tried {', '.join(tried)}); "
+        "give the path of a .safetensors or .json file, or a name from `kdviz list`."
+    )
+
+
+def _read_card(stem: Path) -> ModelCard:
+    path = _with(stem, ".json")
+    if not path.is_file():
+        raise KdvizError(
+            f"The checkpoint {stem} has no card {path.name}; write one beside the weights (see DESIGN.md)."
+        )
+    try:
+        if path.stat().st_size > _MAX_CARD_BYTES:
+            raise ValueError("card too large")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise KdvizError(
+            f"The card {path} is not valid JSON ({_brief(err)}); fix it or re-save the checkpoint."
+        ) from err
+    try:
+        card = ModelCard.from_dict(data)
+    except KdvizError as err:
+        raise KdvizError(f"{path}: {err}") from err
+    if not card.name:
+        card.name = stem.name
+    return card
+
+
+def load_card(ref: str | Path) -> ModelCard:
+    """The validated card of a checkpoint (any ref form resolve_checkpoint accepts)."""
+    return _read_card(resolve_checkpoint(ref))
+
+
+def _read_state(stem: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """Tensors from STEM.safetensors, else from a foreign STEM.pt (weights_only: never code)."""
+    st_path, pt_path = _with(stem, ".safetensors"), _with(stem, ".pt")
+    if st_path.is_file():
+        try:
+            return load_file(str(st_path), device="cpu"), st_path
+        except Exception as err:  # safetensors raises its own error types for corrupt files
+            raise KdvizError(
+                f"The weights file {st_path} is truncated or not a safetensors file; re-save or re-download it."
+            ) from err
+    if pt_path.is_file():
+        # weights_only=True: the restricted unpickler refuses every global outside torch's
+        # tensor allowlist, so a payload (os.system, open, ...) is rejected, never called.
+        try:
+            obj = torch.load(pt_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError for code, RuntimeError if corrupt
+            raise KdvizError(
+                f"The file {pt_path} is not a plain tensor state dict (it is corrupt or holds "
+                "Python objects, which kdviz never unpickles); save model.state_dict() or use safetensors."
+            ) from err
+        return _unwrap_state_dict(obj, pt_path), pt_path
+    raise KdvizError(
+        f"The checkpoint {stem} has a card but no weights ({st_path.name} or {pt_path.name}); "
+        "save the weights beside the card."
+    )
+
+
+def _unwrap_state_dict(obj: Any, source: Path) -> dict[str, torch.Tensor]:
+    # Common foreign layouts: {"state_dict": {...}} or {"model": {...}}; wrapper prefixes dropped.
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise KdvizError(
+            f"The file {source} is not a state dict of named tensors; save model.state_dict() with torch.save."
+        )
+    return _strip_wrapper_prefix(dict(obj))
+
+
+def _load_single(stem: Path, card: ModelCard) -> nn.Module:
+    state, source = _read_state(stem)
+    model = _fresh_model(card)
+    _check_state(state, model, card, source)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # e.g. a value that cannot be cast into the parameter's dtype
+        raise KdvizError(
+            f"The weights in {source} could not be loaded into {card.arch!r} ({_brief(err)}); re-save the checkpoint."
+        ) from err
+    model.eval()
+    if card.weights_sha256 and weights_hash(model) != card.weights_sha256:
+        raise KdvizError(
+            f"The weights in {source} do not match the card's weights_sha256 (one file was replaced "
+            "without the other); re-save the checkpoint or clear weights_sha256 in the card."
+        )
+    return model
+
+
+def _load_any(stem: Path, seen: tuple[Path, ...]) -> tuple[nn.Module, ModelCard]:
+    card = _read_card(stem)
+    if card.kind == "model":
+        model = _load_single(stem, card)
+    else:
+        if not card.members:
+            raise KdvizError(f"The ensemble card {stem} lists no members; add member checkpoints.")
+        key = stem.resolve()
+        if key in seen or len(seen) > 8:
+            raise KdvizError(
+                f"The ensemble card {stem} includes itself through its members; fix its members list."
+            )
+        members = []
+        for member in card.members:
+            member_model, member_card = _load_any(
+                _member_stem(member, stem.parent.resolve()), (*seen, key)
+            )
+            if member_card.num_classes != card.num_classes:
+                raise KdvizError(
+                    f"The ensemble member {member!r} has {member_card.num_classes} classes but the "
+                    f"ensemble card {stem} says {card.num_classes}; use members with the same classes."
+                )
+            members.append(member_model)
+        model = Ensemble(members).eval()
+    # A shape smoke test: one zero image must give (1, K) logits.
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(1, *card.in_shape))
+    except RuntimeError as err:
+        raise KdvizError(
+            f"The checkpoint {stem} fails on an input of shape {card.in_shape} ({_brief(err)}); check the card's in_shape."
+        ) from err
+    if tuple(out.shape) != (1, card.num_classes):
+        raise KdvizError(
+            f"The checkpoint {stem} outputs {tuple(out.shape)[1:]} logits but its card says "
+            f"{card.num_classes} classes; fix num_classes in the card."
+        )
+    return model, card
+
+
+def load_checkpoint(
+    ref: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelCard]:
+    """(model in eval mode on ``device``, card). An ensemble card gives an Ensemble module.
+
+    Never unpickles arbitrary objects; a corrupt or unsafe file, wrong shapes or a class-count
+    mismatch raise KdvizError and nothing in the file is executed.
+    """
+    model, card = _load_any(resolve_checkpoint(ref), ())
+    return model.to(device).eval(), card
+
+
+def _card_files(root: Path, recursive: bool) -> Iterator[Path]:
+    if not root.is_dir():
+        return iter(())
+    return iter(sorted(root.rglob("*.json") if recursive else root.glob("*.json")))
+
+
+def list_checkpoints() -> list[tuple[str, Path, ModelCard]]:
+    """(display name, stem path, card) for every loadable-looking checkpoint, in the order
+    pretrained, checkpoints_dir(), runs_dir()/*/. Display names are unique and resolve back
+    with resolve_checkpoint; files that are not valid cards (or lack weights) are skipped."""
+    runs = paths.runs_dir()
+    places: list[tuple[Path, Path]] = []  # (root, card file)
+    for root in (Path(paths.PRETRAINED_DIR), paths.checkpoints_dir()):
+        places += [(root, f) for f in _card_files(root, recursive=True)]
+    for run in sorted(p for p in runs.iterdir() if p.is_dir()):
+        places += [(runs, f) for f in _card_files(run, recursive=False)]
+    found: list[tuple[str, Path, ModelCard]] = []
+    taken: set[str] = set()
+    for root, card_file in places:
+        stem = _strip_suffix(card_file)
+        try:
+            card = _read_card(stem)
+        except KdvizError:
+            continue
+        if card.kind == "model" and not (
+            _with(stem, ".safetensors").is_file() or _with(stem, ".pt").is_file()
+        ):
+            continue
+        display = stem.relative_to(root).as_posix()
+        if display in taken:
+            display = str(stem)  # an absolute path is unique and still resolves
+        taken.add(display)
+        found.append((display, stem, card))
+    return found

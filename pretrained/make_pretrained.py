@@ -1,0 +1,219 @@
+"""Reproduce every shipped checkpoint in pretrained/ from the bundled offline data, seeded.
+
+    python pretrained/make_pretrained.py            # everything (about 15-25 min on 2 CPU cores)
+    python pretrained/make_pretrained.py --only digits
+    python pretrained/make_pretrained.py --table    # print the validation table from the cards
+
+Model choices and temperatures are picked on the validation split only; the test split is
+reported, never tuned to. The metrics go into each checkpoint's JSON card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from kdviz.engine import DistillConfig, TrainConfig, evaluate, fit
+from kdviz.models import ModelCard, load_card, save_ensemble_card
+
+HERE = Path(__file__).resolve().parent
+
+# The mnist5k teacher: an ensemble of wide CNNs trained with affine augmentation and dropout
+# (Hinton distilled an ensemble too). Each member differs only in its seed.
+TEACHER_MEMBERS = 4
+TEACHER_CFG = dict(
+    dataset="mnist5k",
+    arch="cnn-wide",
+    epochs=16,
+    batch_size=64,
+    lr=2e-3,
+    weight_decay=5e-4,
+    augment="affine",
+    dropout=0.3,
+    warmup_epochs=1.0,
+)
+# Hinton's student: 2 x 800 ReLU, no dropout, no augmentation, the same un-augmented transfer set.
+MLP_CFG = dict(dataset="mnist5k", epochs=60, batch_size=128, lr=1e-3, weight_decay=0.0)
+MLP800_TEMPERATURES = (8.0, 20.0)  # Hinton: with >= 300 units all T above 8 did about equally
+MLP30_TEMPERATURES = (2.5, 4.0)  # Hinton: with 30 units T = 2.5 to 4 was best
+DIGITS_TEACHER = dict(
+    dataset="digits",
+    arch="cnn-wide",
+    epochs=40,
+    batch_size=64,
+    lr=2e-3,
+    augment="jitter",
+    dropout=0.2,
+    weight_decay=5e-4,
+)
+DIGITS_STUDENT = dict(dataset="digits", arch="mlp-30-30", epochs=80, batch_size=64, lr=3e-3)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _run(cfg, name: str) -> dict:
+    cfg = type(cfg)(**{**cfg.__dict__, "name": name, "out": str(HERE / name)})
+    result = fit(cfg, show_progress=True)
+    if result.status != "done":
+        raise SystemExit(f"{name}: {result.status}: {result.message}")
+    _log(f"{name}: {result.message}")
+    return result.metrics
+
+
+def _finish_card(name: str, teacher: str | None = None) -> dict:
+    """Evaluate on val and test and write both into the card."""
+    stem = HERE / name
+    val = evaluate(stem, load_card(stem).dataset, "val", teacher=teacher)
+    test = evaluate(stem, load_card(stem).dataset, "test", teacher=teacher)
+    card = load_card(stem)
+    keep = ("n", "accuracy", "nll", "ece", "agreement", "kl", "errors")
+    card.metrics = {
+        **{f"val_{k}": v for k, v in val.items() if k in keep},
+        **{f"test_{k}": v for k, v in test.items() if k in keep},
+        "epochs_completed": card.metrics.get("epochs_completed"),
+    }
+    path = stem.with_suffix(".json")
+    data = card.to_dict()
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+    _log(f"{name}: val {val['accuracy']:.2%}  test {test['accuracy']:.2%}")
+    return card.metrics
+
+
+def make_teacher() -> None:
+    members = []
+    for seed in range(TEACHER_MEMBERS):
+        name = f"mnist5k-teacher-m{seed}"
+        _run(TrainConfig(**TEACHER_CFG, seed=seed), name)
+        _finish_card(name)
+        members.append(name)
+    first = load_card(HERE / members[0])
+    card = ModelCard(
+        name="mnist5k-teacher",
+        arch="ensemble",
+        arch_kwargs={},
+        num_classes=first.num_classes,
+        class_names=first.class_names,
+        in_shape=first.in_shape,
+        mean=first.mean,
+        std=first.std,
+        dataset="mnist5k",
+        training={"members": TEACHER_MEMBERS, **TEACHER_CFG},
+        metrics={},
+        kind="ensemble",
+        members=members,
+    )
+    save_ensemble_card(card, HERE / "mnist5k-teacher")
+    _finish_card("mnist5k-teacher")
+
+
+def _best_distilled(arch: str, temperatures, name: str, baseline_name: str) -> None:
+    """Distil at each candidate T; keep the one with the best *validation* accuracy."""
+    _run(TrainConfig(**MLP_CFG, arch=arch), baseline_name)
+    _finish_card(baseline_name, teacher=str(HERE / "mnist5k-teacher"))
+    best = None
+    for temp in temperatures:
+        trial = f"{name}-T{temp:g}"
+        metrics = _run(
+            DistillConfig(
+                **MLP_CFG,
+                arch=arch,
+                teacher=str(HERE / "mnist5k-teacher"),
+                temperature=temp,
+                alpha=0.9,
+            ),
+            trial,
+        )
+        _log(f"{trial}: val accuracy {metrics['accuracy']:.2%}")
+        if best is None or metrics["accuracy"] > best[1]:
+            best = (trial, metrics["accuracy"], temp)
+    assert best is not None
+    trial, _, temp = best
+    for suffix in (".safetensors", ".json"):
+        (HERE / f"{trial}{suffix}").replace(HERE / f"{name}{suffix}")
+    for temp_other in temperatures:
+        for suffix in (".safetensors", ".json"):
+            (HERE / f"{name}-T{temp_other:g}{suffix}").unlink(missing_ok=True)
+    card = load_card(HERE / name)
+    card.name = name
+    card.training["chosen_by"] = f"best validation accuracy over T in {list(temperatures)}"
+    (HERE / f"{name}.json").write_text(json.dumps(card.to_dict(), indent=2))
+    _finish_card(name, teacher=str(HERE / "mnist5k-teacher"))
+
+
+def make_students() -> None:
+    _best_distilled(
+        "mlp-800-800", MLP800_TEMPERATURES, "mnist5k-mlp800-distilled", "mnist5k-mlp800-baseline"
+    )
+    _best_distilled(
+        "mlp-30-30", MLP30_TEMPERATURES, "mnist5k-mlp30-distilled", "mnist5k-mlp30-baseline"
+    )
+
+
+def make_digits() -> None:
+    _run(TrainConfig(**DIGITS_TEACHER), "digits-teacher")
+    _finish_card("digits-teacher")
+    _run(
+        DistillConfig(
+            **DIGITS_STUDENT, teacher=str(HERE / "digits-teacher"), temperature=4.0, alpha=0.9
+        ),
+        "digits-student",
+    )
+    _finish_card("digits-student", teacher=str(HERE / "digits-teacher"))
+
+
+SHIPPED = [
+    "mnist5k-teacher",
+    "mnist5k-mlp800-baseline",
+    "mnist5k-mlp800-distilled",
+    "mnist5k-mlp30-baseline",
+    "mnist5k-mlp30-distilled",
+    "digits-teacher",
+    "digits-student",
+]
+
+
+def table() -> str:
+    """A Markdown table of the shipped models' numbers, read from their cards."""
+    rows = [
+        "| checkpoint | architecture | val acc | val errors | test acc | test errors | val NLL | val ECE |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in SHIPPED:
+        path = HERE / f"{name}.json"
+        if not path.exists():
+            continue
+        card = load_card(HERE / name)
+        m = card.metrics
+        arch = card.arch if card.kind != "ensemble" else f"ensemble of {len(card.members)}"
+        rows.append(
+            f"| {name} | {arch} | {m['val_accuracy']:.2%} | {m['val_errors']}/{m['val_n']} "
+            f"| {m['test_accuracy']:.2%} | {m['test_errors']}/{m['test_n']} "
+            f"| {m['val_nll']:.3f} | {m['val_ece']:.3f} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["teacher", "students", "digits"], default=None)
+    parser.add_argument("--table", action="store_true", help="print the results table and stop")
+    args = parser.parse_args()
+    if not args.table:
+        if args.only in (None, "digits"):
+            make_digits()
+        if args.only in (None, "teacher"):
+            make_teacher()
+        if args.only in (None, "students"):
+            make_students()
+    print(table())
+
+
+if __name__ == "__main__":
+    main()
