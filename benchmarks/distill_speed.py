@@ -146,8 +146,8 @@ def student_step_gflops(device: torch.device, steps: int = 60) -> tuple[float, f
         student, "kd", temperature=20.0, alpha=0.9, beta=8.0, lr=1e-3, device=device
     )
     sizes = [x[0].numel(), *HIDDEN, k]
-    fwd = sum(2 * BATCH * a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    input_grads = sum(2 * BATCH * a * b for a, b in zip(sizes[1:-1], sizes[2:]))
+    fwd = sum(2 * BATCH * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+    input_grads = sum(2 * BATCH * a * b for a, b in zip(sizes[1:-1], sizes[2:], strict=False))
     flops = 2 * fwd + input_grads  # forward + weight grads (= forward) + input grads of layers 2..L
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, len(ds), (BATCH,), generator=gen).to(device) for _ in range(steps)]

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 
 # The mnist5k teacher: an ensemble of wide CNNs trained with affine augmentation and dropout
 # (Hinton distilled an ensemble too). Each member differs only in its seed.
-TEACHER_MEMBERS = 4
+TEACHER_MEMBERS = 3
 TEACHER_CFG = dict(
     dataset="mnist5k",
     arch="cnn-wide",
@@ -56,8 +56,17 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+FORCE = False  # --force retrains checkpoints that are already complete
+
+
 def _run(cfg, name: str) -> dict:
     cfg = type(cfg)(**{**cfg.__dict__, "name": name, "out": str(HERE / name)})
+    card_path = HERE / f"{name}.json"
+    if not FORCE and card_path.exists():  # resume: a finished checkpoint is kept
+        card = load_card(HERE / name)
+        if card.metrics.get("epochs_completed") == cfg.epochs:
+            _log(f"{name}: already trained, kept (--force retrains)")
+            return {"accuracy": card.metrics.get("val_accuracy", 0.0)}
     result = fit(cfg, show_progress=True)
     if result.status != "done":
         raise SystemExit(f"{name}: {result.status}: {result.message}")
@@ -77,6 +86,11 @@ def _finish_card(name: str, teacher: str | None = None) -> dict:
         **{f"test_{k}": v for k, v in test.items() if k in keep},
         "epochs_completed": card.metrics.get("epochs_completed"),
     }
+    # shipped cards carry no machine-specific paths: teachers by name, outputs relative
+    if card.training.get("out"):
+        card.training["out"] = f"pretrained/{name}"
+    if card.training.get("teacher"):
+        card.training["teacher"] = Path(card.training["teacher"]).name
     path = stem.with_suffix(".json")
     data = card.to_dict()
     tmp = path.with_suffix(".json.tmp")
@@ -204,8 +218,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["teacher", "students", "digits"], default=None)
     parser.add_argument("--table", action="store_true", help="print the results table and stop")
+    parser.add_argument(
+        "--refresh-cards",
+        action="store_true",
+        help="re-evaluate the shipped models into their cards",
+    )
+    parser.add_argument("--force", action="store_true", help="retrain finished checkpoints too")
     args = parser.parse_args()
-    if not args.table:
+    global FORCE
+    FORCE = args.force
+    if args.refresh_cards:
+        members = [f"mnist5k-teacher-m{i}" for i in range(TEACHER_MEMBERS)]
+        for name in members + SHIPPED:
+            if (HERE / f"{name}.json").exists():
+                teacher = load_card(HERE / name).training.get("teacher")
+                _finish_card(name, teacher=teacher and str(HERE / Path(teacher).name))
+    elif not args.table:
         if args.only in (None, "digits"):
             make_digits()
         if args.only in (None, "teacher"):

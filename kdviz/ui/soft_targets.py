@@ -1,0 +1,289 @@
+"""Page "Soft targets": one image's teacher and student distributions as the temperature moves."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from kdviz import analysis, plots
+from kdviz.errors import KdvizError
+from kdviz.ui import cache, shell
+
+KEY_IMAGE, KEY_GALLERY, KEY_CLASS, KEY_SCALE = "image", "gallery", "class", "scale"
+KEY_TAB, KEY_CURVES, KEY_SEED = "tab", "curves", "gallery_seed"
+TABS = ("How softening unfolds", "Class means at T", "Animate T in the browser")
+GALLERY_SIZE = 12
+CAPTIONS = {  # what the caption under each thumbnail says, per gallery mode
+    "class": "Captions: the true class. Hover for the models' answers; click to pick.",
+    "random": "Captions: the true class. Hover for the models' answers; click to pick.",
+    "dark": "Captions: true class · the teacher's mass off its top class at this T. Click to pick.",
+    "disagree": "Captions: the teacher's (T) and the student's (S) top class. Click to pick.",
+    "wrong": "Captions: true class → the teacher's top class. Click to pick.",
+}
+IMAGE_SIZE = 160
+
+
+def _pick(index: int) -> None:
+    st.session_state[KEY_IMAGE] = index
+
+
+def _shuffle() -> None:
+    st.session_state[KEY_SEED] = st.session_state.get(KEY_SEED, 0) + 1
+
+
+def render() -> None:
+    st.header("Soft targets", anchor=False)
+    shell.explain(
+        "A trained network also says how much each image resembles the classes it did *not* pick: "
+        "that is its dark knowledge. Raising the temperature T in the sidebar (softmax of z / T) "
+        "lifts those small probabilities so that a student can learn from them."
+    )
+    view = shell.load_view()
+    if view is None:
+        return
+    try:
+        _body(view)
+    except KdvizError as err:
+        st.error(str(err), icon=":material/error:")
+
+
+def _body(view: shell.View) -> None:
+    n = len(view.dataset)
+    if not 0 <= int(st.session_state.get(KEY_IMAGE, 0)) < n:  # e.g. a number from a bigger dataset
+        st.session_state[KEY_IMAGE] = 0
+    left, right = st.columns([1, 3.2], vertical_alignment="top")
+    with left:
+        picture = st.container()
+        index = int(
+            st.number_input(
+                "Image #", min_value=0, max_value=n - 1, step=1, key=KEY_IMAGE, bind="query-params",
+                help=f"Any of the {n:,} images of the {view.split} split; or pick one below.",
+            )
+        )  # fmt: skip
+        scale = st.segmented_control(
+            "Probability axis",
+            ("linear", "log"),
+            default="linear",
+            key=KEY_SCALE,
+            required=True,
+            bind="query-params",
+            help="A log axis shows the tiny probabilities of the other classes at low T.",
+        )
+    with st.container(border=True):
+        _gallery(view, index)
+    with picture:
+        _picture(view, index)
+    with right:
+        _bars(view, index, scale)
+    _details(view, index)
+
+
+def _picture(view: shell.View, index: int) -> None:
+    info = analysis.image_summary(
+        index, view.labels, view.models(), view.temperature, view.class_names
+    )
+    st.image(cache.image_png(view.spec, view.split, index, IMAGE_SIZE), width=IMAGE_SIZE)
+    st.markdown(
+        f"True class **{info['true']}**. At T = {view.t_label}: teacher **{info['teacher_pred']}** "
+        f"({info['teacher_p']:.0%}), student **{info['student_pred']}** ({info['student_p']:.0%}); "
+        f"teacher's dark mass {info['teacher_dark']:.1%}."
+    )
+
+
+def _bars(view: shell.View, index: int, scale: str) -> None:
+    frame = analysis.soft_target_frame(
+        {
+            analysis.TEACHER: view.teacher.logits[index],
+            analysis.STUDENT: view.student.logits[index],
+        },
+        view.temperature,
+        view.class_names,
+    )
+    title = f"Image #{index}: teacher and student soft targets at T = {view.t_label} (ticks: T = 1)"
+    fig = shell.memo_figure(
+        ("soft_bars", view.teacher.ref, view.student.ref, view.spec, view.split, index, scale),
+        lambda: plots.soft_target_bars(frame, log_y=scale == "log", title=title),
+    )
+    plots.set_soft_targets(fig, frame, title=title)
+    shell.chart(fig, key="soft_bars")
+    shell.explain(
+        "At T = 1 (dark ticks) nearly all the mass sits on one class. As T grows the bars of the "
+        "other classes rise in the order the model ranks them: which classes this image "
+        "resembles. A student trained on these bars learns that ranking too."
+    )
+
+
+def _gallery(view: shell.View, index: int) -> None:
+    mode = st.segmented_control(
+        "Pick an image",
+        list(analysis.GALLERY_MODES),
+        format_func=analysis.GALLERY_MODES.get,
+        default="dark",
+        key=KEY_GALLERY,
+        required=True,
+        bind="query-params",
+        help="Most dark knowledge: the teacher's largest probability off its top class at the current T.",
+    )
+    class_index = 0
+    if mode in ("class", "random"):
+        a, b, _ = st.columns([1.2, 1, 4], vertical_alignment="bottom")
+        if mode == "class":
+            name = a.selectbox("Class", view.class_names, key=KEY_CLASS, bind="query-params")
+            class_index = view.class_names.index(name)
+        b.button("Shuffle", key="gallery_shuffle", on_click=_shuffle, icon=":material/shuffle:")
+    indices = analysis.gallery_indices(
+        mode,
+        view.labels,
+        view.teacher.logits,
+        view.student.logits,
+        view.temperature,
+        n=GALLERY_SIZE,
+        class_index=class_index,
+        seed=st.session_state.get(KEY_SEED, 0),
+    )
+    frame = analysis.gallery_frame(
+        indices,
+        view.labels,
+        view.teacher.logits,
+        view.student.logits,
+        view.temperature,
+        view.class_names,
+    )
+    if frame.empty:
+        st.info(
+            "No image fits: the teacher is never wrong here."
+            if mode == "wrong"
+            else "No image fits: teacher and student agree on every image."
+        )
+        return
+    captions = [_caption(mode, row) for row in frame.itertuples()]
+    hover = [
+        f"<b>image #{r.index}</b>, true class {r.true}<br>teacher: {r.teacher} ({r.teacher_p:.0%}), "
+        f"student: {r.student} ({r.student_p:.0%}) at T = {view.t_label}<br>"
+        f"teacher's dark mass {r.dark_mass:.1%}<br>click to show it above"
+        for r in frame.itertuples()
+    ]
+    shell.image_strip(
+        view.dataset,
+        frame["index"].tolist(),
+        captions,
+        hover,
+        key="gallery_strip",
+        selected=index,
+        on_pick=_pick,
+    )
+    st.caption(CAPTIONS[mode])
+
+
+def _caption(mode: str, row) -> str:
+    if mode == "dark":
+        return f"{row.true} · {row.dark_mass:.0%}"
+    if mode == "disagree":
+        return f"T {row.teacher} · S {row.student}"
+    if mode == "wrong":
+        return f"{row.true} → {row.teacher}"
+    return f"true {row.true}"
+
+
+def _details(view: shell.View, index: int) -> None:
+    tabs = st.tabs(list(TABS), key=KEY_TAB, on_change="rerun", bind="query-params")
+    if tabs[0].open:
+        with tabs[0]:
+            _unfolding(view, index)
+    if tabs[1].open:
+        with tabs[1]:
+            _class_means(view)
+    if tabs[2].open:
+        with tabs[2]:
+            _animation(view, index)
+
+
+def _unfolding(view: shell.View, index: int) -> None:
+    temps = analysis.curve_temperatures(25)
+    rows = {
+        analysis.TEACHER: view.teacher.logits[index],
+        analysis.STUDENT: view.student.logits[index],
+    }
+    model = st.segmented_control(
+        "Class curves of", (analysis.TEACHER, analysis.STUDENT), default=analysis.TEACHER,
+        format_func=plots.model_label, key=KEY_CURVES, required=True, label_visibility="collapsed",
+    )  # fmt: skip
+    left, right = st.columns(2)
+    with left:
+        ref = view.teacher.ref if model == analysis.TEACHER else view.student.ref
+
+        def build_curves():
+            info = analysis.image_summary(
+                index, view.labels, {model: view.models()[model]}, 1.0, view.class_names
+            )
+            return plots.temperature_curves(
+                analysis.temperature_curve_frame(rows[model], temps, view.class_names),
+                temperature=view.temperature,
+                highlight=[info["true"], info[f"{model}_pred"]],
+                title=f"{plots.model_label(model)}: each class's probability as T moves",
+            )
+
+        fig = shell.memo_figure(("soft_curves", ref, view.spec, view.split, index), build_curves)
+        shell.chart(plots.mark_temperature(fig, view.temperature), key="soft_curves")
+        shell.explain(
+            "Thick lines: the true and the predicted class. Low T makes the top class take all; "
+            "every curve tends to 1/K as T grows. Where a curve lifts off early, that class is "
+            "the model's runner-up for this image."
+        )
+    with right:
+        fig = shell.memo_figure(
+            ("soft_entropy", view.teacher.ref, view.student.ref, view.spec, view.split, index),
+            lambda: plots.softness_curves(
+                analysis.softness_frame(rows, temps),
+                temperature=view.temperature,
+                num_classes=len(view.class_names),
+            ),
+        )
+        shell.chart(plots.mark_temperature(fig, view.temperature), key="soft_entropy")
+        shell.explain(
+            "Entropy (nats) and the mass off the top class both grow with T. Hinton et al. "
+            "distilled MNIST at T = 20, where much of the mass is dark; a less confident model "
+            "(often the student) gets there at a lower T."
+        )
+
+
+def _class_means(view: shell.View) -> None:
+    shell.explain(
+        f"Row c is the mean soft target at T = {view.t_label} over the images whose true class is c. "
+        "The diagonal (the right-hand column) is taken out so the off-diagonal colours, on a log "
+        "scale, show which classes each class is said to resemble."
+    )
+    cols = st.columns(2)
+    for col, model in zip(cols, (view.teacher, view.student), strict=True):
+        matrix, _, _ = cache.similarity(
+            model.stem, model.mtime, view.spec, view.split, view.temperature
+        )
+        role = analysis.TEACHER if model is view.teacher else analysis.STUDENT
+        with col:
+            fig = plots.matrix_heatmap(
+                analysis.off_diagonal(matrix),
+                title=f"{plots.model_label(role)} ({model.name}): mean soft target at T = {view.t_label}",
+                diagonal=analysis.diagonal(matrix),
+                height=430,
+            )
+            shell.chart(fig, key=f"class_means_{role}")
+
+
+def _animation(view: shell.View, index: int) -> None:
+    shell.explain(
+        "Drag the slider under the chart, or press Play: the bars move in your browser, with no "
+        "trip to the server. It starts at the sidebar's T; the rest of the page follows the sidebar."
+    )
+    fig = cache.animation_figure(
+        view.teacher.ref,
+        view.student.ref,
+        view.spec,
+        view.split,
+        index,
+        view.temperature,
+        st.session_state.get(KEY_SCALE) == "log",
+    )
+    shell.chart(fig, key="soft_animation")
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,231 @@
+"""Pages "Distill" and "Runs" through Streamlit's AppTest, with real background worker processes.
+
+`run_every` fragments do not fire under AppTest, so the tests poll by calling ``run()`` again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import time
+import zipfile
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from kdviz.engine import DistillConfig, TrainConfig, fit
+from kdviz.paths import REPO_ROOT, checkpoints_dir
+from kdviz.runs import RunStore
+from kdviz.ui import distill, runs_page
+
+TEACHER = "tiny-digits-teacher"
+DISTILL_PAGE = "kdviz/ui/distill.py"
+RUNS_PAGE = "kdviz/ui/runs_page.py"
+
+
+@pytest.fixture(autouse=True)
+def no_stray_workers():
+    """A failing test must not leave a worker training in the background."""
+    yield
+    for run in RunStore(recover=False).list_runs(status=("queued", "running")):
+        if run.pid and run.pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(run.pid, signal.SIGKILL)
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def teacher() -> str:
+    """A digits teacher in KDVIZ_HOME/checkpoints, so the pickers offer it as TEACHER."""
+    cfg = TrainConfig(
+        dataset="digits",
+        arch="mlp-30-30",
+        epochs=1,
+        batch_size=64,
+        device="cpu",
+        out=str(checkpoints_dir() / TEACHER),
+    )
+    assert fit(cfg).status == "done"
+    return TEACHER
+
+
+def open_page(page: str, run_id: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=30)
+    if run_id:
+        at.query_params["run"] = run_id
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def start(at: AppTest, *, epochs: int = 2, baseline: bool = True, **numbers) -> str:
+    """Fill the form for a tiny digits run and press Start; returns the run id from the URL."""
+    at.selectbox(key="distill_teacher").set_value(TEACHER)
+    at.number_input(key="distill_width").set_value(30)
+    at.number_input(key="distill_epochs").set_value(epochs)
+    at.selectbox(key="distill_batch").set_value(64)
+    at.selectbox(key="distill_device").set_value("cpu")
+    for key, value in numbers.items():
+        at.number_input(key=f"distill_{key}").set_value(value)
+    if not baseline:
+        at.checkbox(key="distill_baseline").uncheck()
+    at.button(key="distill_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at.query_params["run"]
+
+
+def progress_texts(at: AppTest) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def poll(at: AppTest, until, timeout: float = 60.0, what: str = "the run") -> list[str]:
+    """Rerun the page (as run_every would) until ``until()``; returns every progress text seen.
+
+    ``until`` is checked often and cheaply; the page itself reruns every second, as a full
+    rerun costs CPU the run under test shares."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    last_run = 0.0
+    while time.monotonic() < deadline:
+        done = until()
+        if done or time.monotonic() - last_run >= 1.0:
+            at.run()
+            last_run = time.monotonic()
+            assert not at.exception, [e.value for e in at.exception]
+            seen += progress_texts(at)
+        if done:
+            return seen
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; progress seen: {seen[-3:]}")
+
+
+def group_finished(store: RunStore, run_id: str) -> bool:
+    return not any(r.active for r in store.group(run_id))
+
+
+def test_runs_started_from_two_sessions_finish_one_after_the_other_and_reach_every_picker(
+    teacher, monkeypatch
+):
+    monkeypatch.delenv("KDVIZ_MAX_RUNS", raising=False)  # the CPU default: one at a time
+    first, second = open_page(DISTILL_PAGE), open_page(DISTILL_PAGE)
+    id1 = start(first, epochs=2, baseline=True)  # the default: a student and its baseline
+    id2 = start(second, epochs=1, baseline=False)
+    assert id1 != id2
+    store = RunStore()
+    student, baseline = store.group(id1)
+    assert baseline.role == "baseline" and student.config["teacher"] == TEACHER
+    assert any("waiting, place" in t for t in progress_texts(second))
+
+    seen = poll(first, lambda: group_finished(store, id1) and group_finished(store, id2), 120)
+    assert any("waiting" in t or "epoch" in t or "starting" in t for t in seen)
+    runs = [*store.group(id1), store.get(id2)]
+    assert [r.status for r in runs] == ["done", "done", "done"], [r.message for r in runs]
+    spans = sorted((r.started, r.finished) for r in runs)
+    assert all(
+        later[0] >= earlier[1] - 0.05 for earlier, later in zip(spans, spans[1:], strict=False)
+    )
+
+    first.run()  # the rerun after the finish refreshes the pickers
+    assert len(first.success) == 2 and "Finished 2 epochs" in first.success[0].value
+    assert len(first.get("plotly_chart")) == 4
+    for run in runs:
+        name = f"{run.id}/student"
+        assert name in first.selectbox(key="distill_teacher").options
+        assert name in first.selectbox(key="student").options  # the explorer's sidebar pickers
+        assert name in first.selectbox(key="teacher").options
+
+    # a reload (or a second tab) with the run id in the URL finds the same run
+    again = open_page(DISTILL_PAGE, run_id=id1)
+    assert first.query_params["run"] == id1
+    assert any(id1 in h.value for h in again.subheader)
+    assert len(again.success) == 2 and len(again.get("plotly_chart")) == 4
+
+
+def test_cancel_stops_the_run(teacher):
+    at = open_page(DISTILL_PAGE)
+    run_id = start(at, epochs=400, baseline=False)
+    store = RunStore()
+    shows_time_left = lambda: any("epoch" in t and "left" in t for t in progress_texts(at))  # noqa: E731
+    poll(at, shows_time_left, what="the progress bar to show the time left")
+    at.button(key="distill_cancel").click().run()
+    poll(at, lambda: not store.get(run_id).active, timeout=20)
+    assert store.get(run_id).status == "cancelled"
+    at.run()
+    assert any("Cancelled at step" in w.value for w in at.warning)
+    assert "distill_cancel" not in [b.key for b in at.button]
+
+
+def test_runs_page_filters_overlays_downloads_and_deletes(teacher, capsys):
+    from kdviz.cli import main
+
+    for seed in (0, 1):
+        args = ["distill", "--teacher", teacher, "--student", "mlp-30-30", "--dataset", "digits"]
+        args += ["--epochs", "1", "--device", "cpu", "--seed", str(seed), "--json"]
+        args += ["--out", str(checkpoints_dir() / f"cli-{seed}")]
+        assert main(args) == 0
+    capsys.readouterr()
+    store = RunStore()
+    runs = store.list_runs()
+    assert len(runs) == 2
+
+    at = open_page(RUNS_PAGE)
+    table = at.dataframe[0].value
+    assert set(table["id"]) == {r.id for r in runs} and set(table["status"]) == {"done"}
+    assert len(at.get("plotly_chart")) == 1  # accuracy of the two newest, overlaid
+    assert at.get("download_button")
+
+    at.text_input(key="runs_search").input("s1").run()  # the name ends in -s1-...
+    assert list(at.dataframe[0].value["name"].str.contains("-s1")) == [True]
+    at.text_input(key="runs_search").input("").run()
+    at.multiselect(key="runs_status").set_value(["failed"]).run()
+    assert at.dataframe[0].value.empty
+    at.multiselect(key="runs_status").set_value([]).run()
+
+    victim = at.selectbox(key="runs_manage").value
+    at.checkbox(key="runs_delete_sure").check().run()
+    at.button(key="runs_delete").click().run()
+    assert not at.exception
+    assert store.find(victim) is None
+    assert len(at.dataframe[0].value) == 1
+
+
+def test_page_helpers():
+    assert distill.model_name("mlp", 2, 800) == "mlp-800-800"
+    assert distill.model_name("lenet", 2, 800) == "lenet"
+    store = RunStore()
+    cfg = DistillConfig(dataset="digits", epochs=3).to_dict()
+    queued = store.create_run(cfg, pid=os.getpid())
+    assert "place 1 in the queue (0 running)" in distill.progress_text(queued, store)
+    store.claim_slot(queued.id)
+    store.log_metrics(queued.id, [], step=10, total_steps=30, epoch=1.2, eta=75.0)
+    text = distill.progress_text(store.get(queued.id), store)
+    assert text == "Student: epoch 2/3 · step 10/30 · 1 min 15 s left"
+    store.log_metrics(queued.id, [(10, 1.2, "train/loss", 1.0), (10, 1.2, "test/accuracy", 0.5)])
+    frame = distill.metrics_frame(store, [store.get(queued.id)])
+    fig = distill.curve_figure(frame, ["train/loss"], title="t", y_title="y")
+    assert [trace.name for trace in fig.data] == ["student"]
+    store.finish(queued.id, "done")
+    table = runs_page.runs_table(store.list_runs())
+    assert runs_page.filter_sort(table, ["done"], "digits", "newest first").shape[0] == 1
+    assert runs_page.checkpoint_zip(store.get(queued.id)) is None
+
+
+def test_checkpoint_zip_holds_the_pair(teacher):
+    store = RunStore()
+    stem = checkpoints_dir() / TEACHER
+    run = store.create_run({"kind": "train"}, name="t", checkpoint=str(stem))
+    names = zipfile.ZipFile(io.BytesIO(runs_page.checkpoint_zip(run))).namelist()
+    assert sorted(names) == ["t.json", "t.safetensors"]
