@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ from kdviz.errors import KdvizError
 from kdviz.losses import create_loss
 from kdviz.models import (
     ModelCard,
+    card_fingerprint,
     create_model,
+    load_card,
     load_checkpoint,
     save_checkpoint,
     weights_hash,
@@ -192,9 +195,9 @@ def _dataset_fingerprint(dataset: Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def _logit_cache_path(model: nn.Module, card: ModelCard, dataset: Dataset) -> Path:
+def _logit_cache_path(fingerprint: str, card: ModelCard, dataset: Dataset) -> Path:
     key = {
-        "weights": card.weights_sha256 or weights_hash(model),
+        "weights": fingerprint,
         "spec": dataset.spec,
         "split": dataset.split,
         "mean": list(card.mean),
@@ -207,6 +210,16 @@ def _logit_cache_path(model: nn.Module, card: ModelCard, dataset: Dataset) -> Pa
     return cache_dir() / "logits" / f"{name}.pt"
 
 
+def _read_cached(path: Path, rows: int, classes: int) -> torch.Tensor | None:
+    if not path.exists():
+        return None
+    try:
+        cached = torch.load(path, weights_only=True)
+    except Exception:  # a torn cache file is rebuilt, never trusted
+        return None
+    return cached if tuple(cached.shape) == (rows, classes) else None
+
+
 def model_logits(
     model: nn.Module,
     card: ModelCard,
@@ -214,32 +227,43 @@ def model_logits(
     *,
     device: torch.device | str | None = None,
     use_cache: bool = True,
+    fingerprint: str = "",
 ) -> torch.Tensor:
     """Logits (N, K) of a loaded checkpoint on a dataset, cached on disk by weights hash, spec and split."""
     check_compatible(card, dataset)
-    path = _logit_cache_path(model, card, dataset)
-    if use_cache and path.exists():
-        try:
-            cached = torch.load(path, weights_only=True)
-            if cached.shape == (len(dataset), card.num_classes):
-                return cached
-        except Exception:  # a torn cache file is rebuilt, never trusted
-            pass
+    if not fingerprint:
+        fingerprint = card.weights_sha256 if card.kind != "ensemble" else weights_hash(model)
+    path = _logit_cache_path(fingerprint, card, dataset)
+    cached = _read_cached(path, len(dataset), card.num_classes) if use_cache else None
+    if cached is not None:
+        return cached
     images = normalize(dataset.images, card.mean, card.std)
     logits = compute_logits(model, images, device=device)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{id(logits)}")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(logits, tmp)
         tmp.replace(path)
     return logits
 
 
 def dataset_logits(checkpoint: str | Path, dataset_spec: str, split: str = "test") -> torch.Tensor:
-    """Logits (N, K) of a checkpoint on a dataset split, computed once and cached on disk."""
-    model, card = load_checkpoint(checkpoint)
+    """Logits (N, K) of a checkpoint on a dataset split, computed once and cached on disk.
+
+    A cached lookup reads only the cards (their weights hashes), never the weights.
+    """
+    card = load_card(checkpoint)
     dataset = load_dataset(dataset_spec, split)
-    return model_logits(model, card, dataset)
+    check_compatible(card, dataset)
+    fingerprint = card_fingerprint(checkpoint)
+    if fingerprint:
+        cached = _read_cached(
+            _logit_cache_path(fingerprint, card, dataset), len(dataset), card.num_classes
+        )
+        if cached is not None:
+            return cached
+    model, card = load_checkpoint(checkpoint)
+    return model_logits(model, card, dataset, fingerprint=fingerprint)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -273,11 +297,10 @@ def evaluate(
     """Evaluate a checkpoint on a dataset split: n, accuracy, nll, ece (+ agreement, kl with a teacher)."""
     model, card = load_checkpoint(checkpoint)
     dataset = load_dataset(dataset_spec, split)
-    logits = model_logits(model, card, dataset)
+    logits = model_logits(model, card, dataset, fingerprint=card_fingerprint(checkpoint))
     teacher_logits = None
     if teacher is not None:
-        t_model, t_card = load_checkpoint(teacher)
-        teacher_logits = model_logits(t_model, t_card, dataset)
+        teacher_logits = dataset_logits(teacher, dataset_spec, split)
     metrics = logit_metrics(logits, dataset.labels, teacher_logits)
     metrics.update(
         {
@@ -516,11 +539,16 @@ def fit(
     if distilling:
         teacher, teacher_card = load_checkpoint(cfg.teacher, device=str(device))
         check_compatible(teacher_card, train_ds)
-        eval_teacher_logits = model_logits(teacher, teacher_card, eval_ds, device=device)
+        t_print = card_fingerprint(cfg.teacher)
+        eval_teacher_logits = model_logits(
+            teacher, teacher_card, eval_ds, device=device, fingerprint=t_print
+        )
         t_mean = torch.tensor(teacher_card.mean, device=device).view(1, -1, 1, 1)
         t_std = torch.tensor(teacher_card.std, device=device).view(1, -1, 1, 1)
         if not augmented:  # the transfer set is fixed: teacher logits once, cached on disk
-            teacher_logits_all = model_logits(teacher, teacher_card, train_ds, device=device)
+            teacher_logits_all = model_logits(
+                teacher, teacher_card, train_ds, device=device, fingerprint=t_print
+            )
             teacher_logits_all = teacher_logits_all[idx].to(device)
         loss_fn = create_loss(
             cfg.method, **_loss_kwargs(cfg.method, cfg.temperature, cfg.alpha, cfg.beta)

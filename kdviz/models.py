@@ -834,6 +834,22 @@ def load_card(ref: str | Path) -> ModelCard:
     return _read_card(resolve_checkpoint(ref))
 
 
+def card_fingerprint(ref: str | Path) -> str:
+    """A hash naming a checkpoint's weights, read from cards only (no weights are loaded).
+
+    A single model's is its card's ``weights_sha256``; an ensemble's combines its members'.
+    The logit cache is keyed by it, so a cached lookup never has to load a model.
+    """
+    stem = resolve_checkpoint(ref)
+    card = _read_card(stem)
+    if card.kind != "ensemble":
+        return card.weights_sha256
+    parts = [card_fingerprint(_member_stem(m, stem.parent)) for m in card.members]
+    if not all(parts):
+        return ""
+    return hashlib.sha256(("ensemble:" + ",".join(parts)).encode()).hexdigest()
+
+
 def _read_state(stem: Path) -> tuple[dict[str, torch.Tensor], Path]:
     """Tensors from STEM.safetensors, else from a foreign STEM.pt (weights_only: never code)."""
     st_path, pt_path = _with(stem, ".safetensors"), _with(stem, ".pt")
