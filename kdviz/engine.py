@@ -44,6 +44,7 @@ StopHook = Callable[[], bool]
 AUGMENTATIONS = ("none", "jitter", "affine")
 OPTIMIZERS = ("adamw", "sgd")
 METHODS = ("kd", "mse", "dkd")
+EXPLODED_LOSS = 1e4  # a logged loss above this ends the run as "diverged"
 
 
 @dataclass(frozen=True)
@@ -633,7 +634,10 @@ def fit(
                 values = (running / running_count).tolist()
                 running.zero_()
                 running_count = 0
-                if not all(math.isfinite(v) for v in values):
+                # NaN/inf, or an exploded loss: AdamW with an absurd learning rate can stay
+                # finite while the model is destroyed. Healthy CE/KD/MSE losses stay far below.
+                exploded = values[0] > EXPLODED_LOSS
+                if exploded or not all(math.isfinite(v) for v in values):
                     result.status = "diverged"
                     break
                 if on_step is not None:
@@ -687,7 +691,7 @@ def fit(
     result.seconds = time.perf_counter() - started
     if result.status == "diverged":
         result.message = (
-            f"The loss became NaN or infinite at step {step}; lower the learning rate "
+            f"The loss became NaN, infinite or exploded at step {step}; lower the learning rate "
             f"(now {cfg.lr:g}) or the temperature and start again."
         )
     elif stopped:

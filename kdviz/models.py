@@ -200,8 +200,9 @@ class MLP(nn.Module):
         input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.input_dropout = nn.Dropout(input_dropout)
-        self.dropout = nn.Dropout(dropout)
+        # p = 0 is Identity: a zero-rate Dropout still draws a mask in training mode
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout else nn.Identity()
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         sizes = (in_features, *hidden)
         self.hidden = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)

@@ -162,6 +162,12 @@ def test_absurd_learning_rate_diverges_with_a_sentence(tmp_path):
     assert "learning rate" in result.message and result.message.endswith(".")
 
 
+def test_exploding_but_finite_loss_also_counts_as_diverged(tmp_path):
+    cfg = TrainConfig(**{**FAST, "lr": 1e4, "epochs": 2}, out=str(tmp_path / "m"), log_every=2)
+    result = train(cfg)
+    assert result.status == "diverged", result.metrics
+
+
 def test_evaluate_matches_soft_functions_and_checks_classes(teacher):
     metrics = evaluate(teacher, "digits", "test")
     ds = load_dataset("digits", "test")

@@ -156,7 +156,7 @@ def test_runs_started_from_two_sessions_finish_one_after_the_other_and_reach_eve
 
 def test_cancel_stops_the_run(teacher):
     at = open_page(DISTILL_PAGE)
-    run_id = start(at, epochs=400, baseline=False)
+    run_id = start(at, epochs=3000, baseline=False)
     store = RunStore()
     shows_time_left = lambda: any("epoch" in t and "left" in t for t in progress_texts(at))  # noqa: E731
     poll(at, shows_time_left, what="the progress bar to show the time left")

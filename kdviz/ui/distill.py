@@ -255,7 +255,7 @@ def _form() -> tuple[Any, bool] | None:
         beta = d.beta
 
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", 1, 500, d.epochs, key="distill_epochs")
+    epochs = c1.number_input("Epochs", 1, 5000, d.epochs, key="distill_epochs")
     lr = c2.number_input(
         "Learning rate", 1e-8, None, float(d.lr), format="%g", step=1e-4, key="distill_lr"
     )

@@ -20,14 +20,17 @@ LOSS_CHART = "distill_curve_0"  # the training-loss chart of the live panel
 
 
 def progress(page) -> float:
-    """The student's progress bar value (0-100), or -1 while there is none."""
-    value = page.evaluate(
+    """The step the student's progress bar shows ("... step 96/8000 ..."), or -1 without one.
+
+    The step, not the bar's width: the bar moves in whole percent, too coarse for a long run."""
+    text = page.evaluate(
         """() => {
-            const bar = document.querySelector('[data-testid=stProgress] [role=progressbar]');
-            return bar ? Number(bar.getAttribute('aria-valuenow')) : -1;
+            const bar = document.querySelector('[data-testid=stProgress]');
+            return bar ? bar.innerText : '';
         }"""
     )
-    return float(value)
+    match = re.search(r"step (\d+)/", text)
+    return float(match.group(1)) if match else -1.0
 
 
 def loss_points(page) -> int:
@@ -70,7 +73,7 @@ def test_a_live_run_advances_by_itself_and_survives_a_reload(server, page):
     start = page.get_by_role("button", name="Start")
     start.wait_for(timeout=60_000)
     epochs = page.get_by_label("Epochs")
-    epochs.fill("300")
+    epochs.fill("1000")  # far more than the test watches: it cancels the run
     epochs.press("Enter")
     width = page.get_by_label("Units per layer")  # mlp-30-30: quick steps even on a busy CPU
     width.fill("30")
