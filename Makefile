@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: app test test-fast lint format pretrained bench clean
+.PHONY: app test test-all lint format pretrained bench experiments clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ pretrained: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/distill_speed.py
+	$(BIN)/python benchmarks/explorer_speed.py
+	$(BIN)/python benchmarks/run_latency.py
+
+experiments: $(STAMP)
+	$(BIN)/python scripts/run_experiments.py --threads 1 --readme README.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

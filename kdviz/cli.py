@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_runs.add_argument("--status", choices=list(STATUSES), help="only runs with this status")
     p_runs.add_argument("--limit", type=int, default=0, help="newest N runs only")
 
+    from kdviz.experiments import add_experiment_parser
+
+    add_experiment_parser(sub)
+
     p_app = sub.add_parser("app", help="start the web app")
     p_app.add_argument("--port", type=int, default=8501)
     p_app.add_argument("--address", default="127.0.0.1")
@@ -256,7 +260,14 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=os.environ.copy())
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from kdviz.experiments import run_experiment_cli
+
+    return run_experiment_cli(args)
+
+
 COMMANDS = {
+    "experiment": _cmd_experiment,
     "list": _cmd_list,
     "train": _cmd_fit,
     "distill": _cmd_fit,

@@ -39,7 +39,13 @@ TEACHER_CFG = dict(
 MLP_CFG = dict(dataset="mnist5k", epochs=60, batch_size=128, lr=1e-3, weight_decay=0.0)
 # Candidates (temperature, alpha, epochs), chosen between on the validation split.
 # Hinton: with >= 300 units all T above 8 did about equally; with 30 units T = 2.5 to 4 was best.
-MLP800_CANDIDATES = ((8.0, 0.9, 60), (20.0, 0.9, 60), (20.0, 0.9, 150), (20.0, 1.0, 150))
+MLP800_CANDIDATES = (
+    (4.0, 0.9, 60),
+    (8.0, 0.9, 60),
+    (20.0, 0.9, 60),
+    (20.0, 0.9, 150),
+    (20.0, 1.0, 150),
+)
 MLP30_CANDIDATES = ((2.5, 0.9, 60), (4.0, 0.9, 60))
 DIGITS_TEACHER = dict(
     dataset="digits",

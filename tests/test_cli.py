@@ -124,10 +124,19 @@ def test_evaluate_shipped_teacher_on_an_idx_folder_with_only_the_test_files(tmp_
     assert _json_out(capsys)["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
+def test_experiment_without_a_name_lists_the_experiments(capsys):
+    assert main(["experiment"]) == 0
+    out = capsys.readouterr().out
+    for name in ("temperature-sweep", "omitted-class", "ensemble-to-one"):
+        assert name in out
+    assert main(["experiment", "no-such-experiment"]) == 2
+    assert "temperature-sweep" in capsys.readouterr().err
+
+
 def test_console_entry_point_runs_as_a_process():
     proc = subprocess.run(
         [sys.executable, "-m", "kdviz", "--help"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0
-    for command in ("list", "train", "distill", "evaluate", "app"):
+    for command in ("list", "train", "distill", "evaluate", "runs", "experiment", "app"):
         assert command in proc.stdout

@@ -35,4 +35,5 @@ PAGES: list[PageSpec] = [
     ),
     PageSpec("distill.py", "Distill", "distill", ":material/model_training:"),
     PageSpec("runs_page.py", "Runs", "runs", ":material/history:"),
+    PageSpec("experiments_page.py", "Experiments lab", "experiments", ":material/science:"),
 ]
