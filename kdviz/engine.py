@@ -451,9 +451,9 @@ def _loss_kwargs(method: str, temperature: float, alpha: float, beta: float) -> 
 def make_train_step(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer):
     """One optimiser step on a batch: (x, teacher_logits | None, y) -> the loss's dict of parts."""
 
-    def step(x: torch.Tensor, teacher_logits: torch.Tensor | None, y: torch.Tensor):
+    def step(x: torch.Tensor, teacher_logits: torch.Tensor | None, y: torch.Tensor, **extra):
         logits = model(x)  # (B, K)
-        parts = loss_fn(logits, teacher_logits, y)
+        parts = loss_fn(logits, teacher_logits, y, **extra)
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         optimizer.step()
@@ -505,8 +505,16 @@ def fit(
     should_stop: StopHook | None = None,
     save: bool = True,
     show_progress: bool = False,
+    teacher_transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    sample_weight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> RunResult:
     """Train (TrainConfig) or distill (DistillConfig) a student; returns a RunResult.
+
+    Two hooks for KD on a fixed transfer set (the experiments lab uses them):
+    ``teacher_transform(teacher_logits (N, K), labels (N,)) -> (N, K)`` rewrites the cached
+    teacher logits of the whole training split once (top-k, shuffled non-targets, a virtual
+    teacher...); ``sample_weight(teacher_logits, labels) -> (N,)`` weights the hard-label term
+    (CWTM). The per-epoch evaluation always compares with the untransformed teacher.
 
     ``on_step`` gets {"step", "epoch", "loss", "kd_loss", "task_loss", "lr", "progress"} every
     ``cfg.log_every`` steps; ``on_epoch`` gets the evaluation metrics after every epoch; when
@@ -515,6 +523,13 @@ def fit(
     written atomically to ``cfg.out`` (or KDVIZ_HOME/checkpoints/NAME).
     """
     _validate(cfg)
+    if teacher_transform is not None or sample_weight is not None:
+        if not isinstance(cfg, DistillConfig) or cfg.method != "kd":
+            raise KdvizError("Transformed soft targets need a DistillConfig with method 'kd'.")
+        if cfg.augment != "none":
+            raise KdvizError(
+                "Transformed soft targets need a fixed transfer set; use augmentation 'none'."
+            )
     started = time.perf_counter()
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -535,7 +550,7 @@ def fit(
     model = create_model(cfg.arch, train_ds.num_classes, train_ds.in_shape, **_arch_kwargs(cfg))
     model.to(device)
 
-    teacher = teacher_card = teacher_logits_all = eval_teacher_logits = None
+    teacher = teacher_card = teacher_logits_all = eval_teacher_logits = weights_all = None
     t_mean = t_std = None
     if distilling:
         teacher, teacher_card = load_checkpoint(cfg.teacher, device=str(device))
@@ -547,10 +562,13 @@ def fit(
         t_mean = torch.tensor(teacher_card.mean, device=device).view(1, -1, 1, 1)
         t_std = torch.tensor(teacher_card.std, device=device).view(1, -1, 1, 1)
         if not augmented:  # the transfer set is fixed: teacher logits once, cached on disk
-            teacher_logits_all = model_logits(
-                teacher, teacher_card, train_ds, device=device, fingerprint=t_print
+            raw = model_logits(teacher, teacher_card, train_ds, device=device, fingerprint=t_print)
+            teacher_logits_all = (
+                teacher_transform(raw, train_ds.labels) if teacher_transform else raw
             )
-            teacher_logits_all = teacher_logits_all[idx].to(device)
+            teacher_logits_all = teacher_logits_all[idx].to(device)  # (N, K)
+            if sample_weight is not None:
+                weights_all = sample_weight(raw, train_ds.labels)[idx].to(device).float()  # (N,)
         loss_fn = create_loss(
             cfg.method, **_loss_kwargs(cfg.method, cfg.temperature, cfg.alpha, cfg.beta)
         )
@@ -622,7 +640,8 @@ def fit(
                     with torch.inference_mode():
                         t_logits = teacher((xb01 - t_mean) / t_std).float()
                     t_logits = t_logits.clone()
-            parts = train_step(xb, t_logits, y)
+            extra = {} if weights_all is None else {"sample_weight": weights_all[batch]}
+            parts = train_step(xb, t_logits, y, **extra)
             step += 1
             running += torch.stack(
                 [parts["loss"].detach(), parts["kd_loss"].detach(), parts["task_loss"].detach()]

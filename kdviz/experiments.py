@@ -19,7 +19,6 @@ with those two hooks; it is meant to become two optional arguments of ``kdviz.en
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -39,24 +38,20 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from kdviz import analysis, engine, jobs, soft
 from kdviz.data import load_dataset
 from kdviz.engine import DistillConfig, RunResult, TrainConfig
 from kdviz.errors import KdvizError
-from kdviz.losses import kd_loss
 from kdviz.models import (
     ModelCard,
-    create_model,
     load_card,
     load_checkpoint,
     resolve_checkpoint,
-    save_checkpoint,
     save_ensemble_card,
 )
-from kdviz.paths import REPO_ROOT, checkpoints_dir, kdviz_home
+from kdviz.paths import REPO_ROOT, kdviz_home
 from kdviz.runs import Run, RunStore, new_run_id, run_folder
 
 __all__ = [
@@ -554,182 +549,12 @@ def fit_transformed(
     *,
     teacher_transform: Callable[[Tensor, Tensor], Tensor] | None = None,
     sample_weight: Callable[[Tensor, Tensor], Tensor] | None = None,
-    on_step: engine.StepCallback | None = None,
-    on_epoch: engine.StepCallback | None = None,
-    should_stop: engine.StopHook | None = None,
-    save: bool = True,
-    show_progress: bool = False,
+    **kwargs: Any,
 ) -> RunResult:
-    """``engine.fit`` for KD on a fixed transfer set, with two hooks on the teacher.
-
-    teacher_transform(teacher_logits (N, K), labels (N,)) -> (N, K): applied once to the cached
-        teacher logits of the whole training split; the student matches softmax(out / T).
-    sample_weight(teacher_logits (N, K), labels (N,)) -> (N,): weights of the hard-label term,
-        which becomes sum_n w_n CE_n / sum_n w_n (CWTM).
-    The loss is alpha * T^2 * KL(p_T || q_T) + (1 - alpha) * CE (Hinton et al. 2015). The per-epoch
-    evaluation compares with the untransformed teacher. Same callbacks, checkpoints and RunResult
-    as ``fit``.
-    """
-    if not isinstance(cfg, DistillConfig) or cfg.method != "kd":
-        raise KdvizError("Transformed soft targets need a DistillConfig with method 'kd'.")
-    if cfg.augment != "none":
-        raise KdvizError(
-            "Transformed soft targets need a fixed transfer set; use augmentation 'none'."
-        )
-    engine._validate(cfg)
-    started = time.perf_counter()
-    device = engine.pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-
-    train_ds = load_dataset(cfg.dataset, cfg.train_split)
-    eval_ds = load_dataset(cfg.dataset, cfg.eval_split)
-    idx = engine._transfer_indices(cfg, train_ds.labels)
-    x_all = train_ds.normalized()[idx].to(device)  # (N, C, H, W)
-    labels = train_ds.labels[idx].to(device)  # (N,)
-    if cfg.drop_labels:
-        labels = torch.full_like(labels, -1)
-    model = create_model(
-        cfg.arch, train_ds.num_classes, train_ds.in_shape, **engine._arch_kwargs(cfg)
+    """``engine.fit`` for KD on a fixed transfer set, with the two teacher hooks (see its doc)."""
+    return engine.fit(
+        cfg, teacher_transform=teacher_transform, sample_weight=sample_weight, **kwargs
     )
-    model.to(device)
-
-    teacher, teacher_card = load_checkpoint(cfg.teacher, device=str(device))
-    engine.check_compatible(teacher_card, train_ds)
-    raw = engine.model_logits(teacher, teacher_card, train_ds, device=device)  # (N_train, K)
-    eval_teacher_logits = engine.model_logits(teacher, teacher_card, eval_ds, device=device)
-    targets = teacher_transform(raw, train_ds.labels) if teacher_transform else raw
-    targets = targets[idx].to(device)  # (N, K)
-    weights = None
-    if sample_weight is not None:
-        weights = sample_weight(raw, train_ds.labels)[idx].to(device).float()  # (N,)
-    temperature, alpha = cfg.temperature, cfg.alpha
-
-    def loss_fn(student_logits: Tensor, t_logits: Tensor, y: Tensor, w: Tensor | None):
-        if w is None:
-            return kd_loss(student_logits, t_logits, y, temperature=temperature, alpha=alpha)
-        ce = F.cross_entropy(student_logits, y.clamp(min=0), reduction="none")  # (B,)
-        w = torch.where(y >= 0, w, 0.0)
-        task = (1.0 - alpha) * (w * ce).sum() / w.sum().clamp_min(1e-12)
-        kd = torch.zeros((), device=y.device)
-        if alpha > 0:
-            kd = alpha * temperature**2 * soft.kl_divergence(t_logits, student_logits, temperature)
-            kd = kd.mean()
-        return {"loss": kd + task, "kd_loss": kd, "task_loss": task}
-
-    optimizer = engine._make_optimizer(cfg, model, device)
-    n = len(labels)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    name = cfg.name or engine.default_name(cfg)
-    stem = Path(cfg.out) if cfg.out else checkpoints_dir() / name
-    card = ModelCard(
-        name=name,
-        arch=cfg.arch,
-        arch_kwargs=engine._arch_kwargs(cfg),
-        num_classes=train_ds.num_classes,
-        class_names=list(train_ds.class_names),
-        in_shape=list(train_ds.in_shape),
-        mean=list(train_ds.mean),
-        std=list(train_ds.std),
-        dataset=cfg.dataset,
-        training={**cfg.to_dict(), "transfer_size": n, "device": str(device)},
-        metrics={},
-    )
-    result = RunResult(status="done", message="", device=engine.describe_device(device))
-    history: list[dict[str, Any]] = []
-    progress = None
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=total_steps, desc=name, unit="step", leave=False)
-    step, stopped = 0, False
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        epoch_start = time.perf_counter()
-        order = torch.randperm(n, generator=gen).to(device)
-        for start in range(0, n, cfg.batch_size):
-            if should_stop is not None and should_stop():
-                stopped = True
-                break
-            batch = order[start : start + cfg.batch_size]
-            lr = engine._lr_at(cfg, step, total_steps, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            parts = loss_fn(
-                model(x_all[batch]),
-                targets[batch],
-                labels[batch],
-                None if weights is None else weights[batch],
-            )
-            optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            optimizer.step()
-            step += 1
-            if progress is not None:
-                progress.update(1)
-            if step % cfg.log_every == 0 or step == total_steps:
-                values = [float(parts[k].detach()) for k in ("loss", "kd_loss", "task_loss")]
-                if not all(math.isfinite(v) for v in values):
-                    result.status = "diverged"
-                    break
-                if on_step is not None:
-                    on_step(
-                        {
-                            "step": step,
-                            "epoch": epoch - 1 + (start + len(batch)) / n,
-                            "loss": values[0],
-                            "kd_loss": values[1],
-                            "task_loss": values[2],
-                            "lr": lr,
-                            "progress": step / total_steps,
-                            "elapsed": time.perf_counter() - started,
-                        }
-                    )
-        if result.status == "diverged" or stopped:
-            break
-        train_seconds = time.perf_counter() - epoch_start
-        eval_logits = engine.compute_logits(model, eval_ds.normalized(), device=device)
-        if not torch.isfinite(eval_logits).all():
-            result.status = "diverged"
-            break
-        metrics = engine.logit_metrics(eval_logits, eval_ds.labels, eval_teacher_logits)
-        metrics.update(
-            {
-                "epoch": epoch,
-                "step": step,
-                "elapsed": time.perf_counter() - started,
-                "train_seconds": train_seconds,
-                "split": cfg.eval_split,
-            }
-        )
-        history.append(metrics)
-        if save:
-            card.metrics = {
-                f"{cfg.eval_split}_{k}": v for k, v in metrics.items() if isinstance(v, float)
-            }
-            card.metrics["epochs_completed"] = epoch
-            save_checkpoint(model, card, stem)
-            result.checkpoint = str(stem)
-        if on_epoch is not None:
-            on_epoch(metrics)
-    if progress is not None:
-        progress.close()
-    result.history = history
-    result.metrics = history[-1] if history else {}
-    result.seconds = time.perf_counter() - started
-    if result.status == "diverged":
-        result.message = f"The loss became NaN or infinite at step {step}; lower the learning rate."
-    elif stopped:
-        result.status = "cancelled"
-        result.message = f"Cancelled at step {step} of {total_steps}."
-    else:
-        acc = result.metrics.get("accuracy", float("nan"))
-        result.message = (
-            f"Finished {cfg.epochs} epochs in {result.seconds:.1f} s; "
-            f"{cfg.eval_split} accuracy {acc:.2%}."
-        )
-    return result
 
 
 # ---------------------------------------------------------------------------- the runner
@@ -858,20 +683,16 @@ class Runner:
 
         self.stop.ids = [self.experiment_id, run_id]
         try:
-            if teacher_transform is None and sample_weight is None:
-                result = jobs.execute_run(
-                    self.store,
-                    run_id,
-                    cfg,
-                    on_epoch=on_epoch,
-                    show_progress=self.show_progress,
-                    stop=self.stop,
-                )
-            else:
-                fit_fn = _partial_fit(teacher_transform, sample_weight)
-                result = _execute_with(
-                    self.store, run_id, cfg, fit_fn, on_epoch, self.show_progress, self.stop
-                )
+            hooks = {"teacher_transform": teacher_transform, "sample_weight": sample_weight}
+            result = jobs.execute_run(
+                self.store,
+                run_id,
+                cfg,
+                on_epoch=on_epoch,
+                show_progress=self.show_progress,
+                stop=self.stop,
+                fit_kwargs={k: v for k, v in hooks.items() if v is not None},
+            )
         finally:
             self.stop.ids = [self.experiment_id]
         if result.status == "cancelled":
@@ -966,71 +787,6 @@ def _snapshot(stem: Path, epoch: int) -> Path:
     card["name"] = f"{card.get('name', stem.name)}-e{epoch}"
     _write_text(copy.with_name(copy.name + ".json"), json.dumps(card, indent=2) + "\n")
     return copy
-
-
-def _partial_fit(teacher_transform, sample_weight) -> Callable[..., RunResult]:
-    def fit_fn(cfg: DistillConfig, **kwargs: Any) -> RunResult:
-        return fit_transformed(
-            cfg, teacher_transform=teacher_transform, sample_weight=sample_weight, **kwargs
-        )
-
-    return fit_fn
-
-
-def _execute_with(
-    store: RunStore,
-    run_id: str,
-    cfg: DistillConfig,
-    fit_fn: Callable[..., RunResult],
-    on_epoch: Callable[[dict[str, Any]], None],
-    show_progress: bool,
-    stop: _Stop,
-) -> RunResult:
-    """``jobs.execute_run`` with another fit function (until engine.fit takes the two hooks)."""
-    writer = jobs.MetricsWriter(store, run_id, cfg)
-
-    def epoch_hook(metrics: dict[str, Any]) -> None:
-        writer.on_epoch(metrics)
-        on_epoch(metrics)
-
-    try:
-        store.update(run_id, device=engine.describe_device(engine.pick_device(cfg.device)))
-        result = fit_fn(
-            cfg,
-            on_step=writer.on_step,
-            on_epoch=epoch_hook,
-            should_stop=stop,
-            save=True,
-            show_progress=show_progress,
-        )
-    except KeyboardInterrupt:
-        with contextlib.suppress(Exception):
-            writer.close()
-        store.finish(run_id, "cancelled", "Stopped from the keyboard (Ctrl-C).")
-        raise
-    except BaseException as err:
-        with contextlib.suppress(Exception):
-            writer.close()
-        text = str(err) if isinstance(err, KdvizError) else f"{type(err).__name__}: {err}"
-        store.finish(run_id, "failed", text.strip())
-        raise
-    writer.close()
-    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str))}
-    metrics["seconds"] = result.seconds
-    store.finish(
-        run_id,
-        result.status,
-        result.message,
-        metrics=metrics,
-        device=result.device,
-        checkpoint=result.checkpoint or cfg.out,
-        step=writer.progress.get("step", 0),
-    )
-    if result.checkpoint:
-        stem = Path(result.checkpoint)
-        store.add_artifact(run_id, "checkpoint", stem.with_name(stem.name + ".safetensors"))
-        store.add_artifact(run_id, "card", stem.with_name(stem.name + ".json"))
-    return result
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -424,9 +424,12 @@ def execute_run(
     *,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     show_progress: bool = False,
-    stop: StopFlag | None = None,
+    stop: Any = None,
+    fit_kwargs: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run ``fit`` for a recorded run, logging into the store; the one path of CLI and worker runs.
+
+    ``fit_kwargs`` go to ``engine.fit`` as they are (the experiments' teacher hooks).
 
     Any exception marks the run failed (KeyboardInterrupt: cancelled) and propagates.
     """
@@ -449,6 +452,7 @@ def execute_run(
             should_stop=stop,
             save=True,
             show_progress=show_progress,
+            **(fit_kwargs or {}),
         )
     except KeyboardInterrupt:
         _safe_flush(writer)
@@ -476,8 +480,9 @@ def execute_run(
     )
     if result.checkpoint:
         stem = Path(result.checkpoint)
-        store.add_artifact(run_id, "checkpoint", stem.with_suffix(".safetensors"))
-        store.add_artifact(run_id, "card", stem.with_suffix(".json"))
+        # with_name, not with_suffix: a stem such as "...-T2.5-s0" has a dot in its name
+        store.add_artifact(run_id, "checkpoint", stem.with_name(stem.name + ".safetensors"))
+        store.add_artifact(run_id, "card", stem.with_name(stem.name + ".json"))
     return result
 
 

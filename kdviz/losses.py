@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from kdviz.errors import KdvizError
@@ -40,6 +41,7 @@ def kd_loss(
     *,
     temperature: float,
     alpha: float,
+    sample_weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
     r"""A standard knowledge distillation (KD) loss.
 
@@ -67,12 +69,20 @@ def kd_loss(
     :type temperature: float
     :param alpha: balancing factor for the soft-target term, in [0, 1].
     :type alpha: float
+    :param sample_weight: optional (N,) weights of the hard-label term, which becomes
+        :math:`\sum_n w_n L_{CE,n} / \sum_n w_n` over labelled rows (CWTM, Furlanello et al. 2018).
+    :type sample_weight: torch.Tensor | None
     :return: scalars ``{"loss", "kd_loss": alpha * tau^2 * KL, "task_loss": (1 - alpha) * CE}``.
     :rtype: dict[str, torch.Tensor]
     """
     kl = kl_divergence(teacher_logits, student_logits, temperature).mean()  # batchmean
     kd_part = alpha * temperature**2 * kl
-    task_part = (1.0 - alpha) * _cross_entropy(student_logits, labels)
+    if sample_weight is None:
+        task_part = (1.0 - alpha) * _cross_entropy(student_logits, labels)
+    else:
+        ce = F.cross_entropy(student_logits, labels.clamp(min=0), reduction="none")  # (N,)
+        weight = torch.where(labels >= 0, sample_weight, 0.0)  # (N,)
+        task_part = (1.0 - alpha) * (weight * ce).sum() / weight.sum().clamp_min(1e-12)
     return {"loss": kd_part + task_part, "kd_loss": kd_part, "task_loss": task_part}
 
 
