@@ -4,7 +4,7 @@
 
 Measures, with a fresh KDVIZ_HOME (a cold logit cache):
   * start to first chart: AppTest's first run in this process (imports excluded: they are done
-    before the clock starts), and, if Chromium is installed, `streamlit run` launched to the first
+    before the clock starts), and, if Chromium is installed, `kdviz app` launched to the first
     Plotly chart drawn in the browser;
   * a temperature change: the median (and p90) over N changes of the server-side rerun of each
     explorer page, measured with AppTest (default Streamlit settings);
@@ -179,7 +179,7 @@ def measure_apptest(view: dict[str, str], changes: int) -> dict[str, object]:
 def measure_browser(
     view: dict[str, str], home: Path, cold: bool = True
 ) -> tuple[float, float, float] | None:
-    """(seconds from `streamlit run` to the first drawn chart, seconds from opening the page
+    """(seconds from `kdviz app` to the first drawn chart, seconds from opening the page
     on the ready server to that chart, server RSS MiB), or None without Chromium. ``cold``
     empties the logit cache first (the very first start); otherwise it is kept (every later
     start)."""
@@ -214,11 +214,9 @@ def measure_browser(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=args)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        command = [
-            sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-            "--server.address", "127.0.0.1", "--server.port", str(port),
-            "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-        ]  # fmt: skip
+        # `kdviz app` (what `make app` runs): Streamlit in-process, warming up torch and the
+        # pages' modules while the browser loads the front end
+        command = [sys.executable, "-m", "kdviz", "app", "--port", str(port)]
         start = time.perf_counter()
         server = subprocess.Popen(
             command, cwd=REPO, env={**os.environ, "KDVIZ_HOME": str(home)},
@@ -271,7 +269,7 @@ def main() -> None:
         browser = None if args.no_browser else measure_browser(view, home, cold=True)
         if browser:
             warm = measure_browser(view, home, cold=False)
-            print("start to first chart (`streamlit run` -> chart drawn in Chromium):")
+            print("start to first chart (`kdviz app` -> chart drawn in Chromium):")
             print(
                 f"  first start (logits computed):   {browser[0]:.2f} s  (page open -> chart {browser[1]:.2f} s)"
             )

@@ -140,3 +140,35 @@ def test_console_entry_point_runs_as_a_process():
     assert proc.returncode == 0
     for command in ("list", "train", "distill", "evaluate", "runs", "experiment", "app"):
         assert command in proc.stdout
+
+
+def test_kdviz_app_serves_the_app(tmp_path):
+    """`kdviz app` (what `make app` runs) starts Streamlit in-process and answers its health check."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kdviz", "app", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/_stcore/health", timeout=1
+                ) as r:
+                    assert r.read() == b"ok"
+                    break
+            except OSError:
+                assert proc.poll() is None, "kdviz app exited"
+                assert time.monotonic() < deadline, "kdviz app never became healthy"
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

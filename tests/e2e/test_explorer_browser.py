@@ -89,9 +89,19 @@ def test_clicking_a_heatmap_cell_picks_that_pair(server, page, screenshots):
     x, y, (row, col, _) = next(
         cell for cell in _points(page, "sim_cell", 1) if cell[2][0] != current
     )
-    before = chart_data(page, "sim_cell")
     page.mouse.click(x, y)
-    wait_chart_change(page, "sim_cell", before)
+    # the click reruns the app with that pair picked: the pickers follow, the cell is outlined
+    page.wait_for_function(
+        "row => document.querySelector('.st-key-row input')?.value === row", arg=row, timeout=30_000
+    )
+    wait_idle(page)
+    rows = next(t for t in chart_data(page, "sim_cell") if t["name"] == "matrix")["y"]
+    outlined = page.evaluate(
+        """key => (document.querySelector(`.st-key-${key} .js-plotly-plot`).layout.shapes || [])
+            .map(s => s.y0)""",
+        "sim_cell",
+    )
+    assert rows.index(row) - 0.5 in outlined
     assert page.locator(".st-key-row input").input_value() == row
     assert page.locator(".st-key-col input").input_value() == col
     assert page.locator(f".st-key-pair_{row}_{col}").count() == 1
