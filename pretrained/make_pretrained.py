@@ -37,7 +37,7 @@ TEACHER_CFG = dict(
 )
 # Hinton's student: 2 x 800 ReLU, no dropout, no augmentation, the same un-augmented transfer set.
 MLP_CFG = dict(dataset="mnist5k", epochs=60, batch_size=128, lr=1e-3, weight_decay=0.0)
-# Candidates (temperature, alpha, epochs), chosen between on the validation split.
+# Candidates (temperature, alpha, epochs[, learning rate]), chosen between on the validation split.
 # Hinton: with >= 300 units all T above 8 did about equally; with 30 units T = 2.5 to 4 was best.
 MLP800_CANDIDATES = (
     (4.0, 0.9, 60),
@@ -45,6 +45,8 @@ MLP800_CANDIDATES = (
     (20.0, 0.9, 60),
     (20.0, 0.9, 150),
     (20.0, 1.0, 150),
+    (20.0, 0.9, 60, 3e-3),
+    (20.0, 0.9, 100, 5e-4),
 )
 MLP30_CANDIDATES = ((2.5, 0.9, 60), (4.0, 0.9, 60))
 DIGITS_TEACHER = dict(
@@ -151,12 +153,13 @@ def _best_distilled(arch: str, candidates, name: str, baseline_name: str) -> Non
     _run(TrainConfig(**MLP_CFG, arch=arch), baseline_name)
     _finish_card(baseline_name, teacher=str(HERE / "mnist5k-teacher"))
     ledger = _ledger()
-    for temp, alpha, epochs in candidates:
-        trial = f"{name}-T{temp:g}-a{alpha:g}-e{epochs}"
+    for temp, alpha, epochs, *rest in candidates:
+        lr = rest[0] if rest else MLP_CFG["lr"]
+        trial = f"{name}-T{temp:g}-a{alpha:g}-e{epochs}" + (f"-lr{lr:g}" if rest else "")
         if trial in ledger and not FORCE:
             continue
         cfg = DistillConfig(
-            **{**MLP_CFG, "epochs": epochs},
+            **{**MLP_CFG, "epochs": epochs, "lr": lr},
             arch=arch,
             teacher="mnist5k-teacher",
             temperature=temp,
@@ -172,6 +175,7 @@ def _best_distilled(arch: str, candidates, name: str, baseline_name: str) -> Non
             "temperature": temp,
             "alpha": alpha,
             "epochs": epochs,
+            "lr": lr,
         }
         _log(f"{trial}: val accuracy {metrics['accuracy']:.2%} (best so far {best:.2%})")
         if metrics["accuracy"] > best or not (HERE / f"{name}.json").exists():
