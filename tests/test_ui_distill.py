@@ -221,6 +221,11 @@ def test_page_helpers():
     table = runs_page.runs_table(store.list_runs())
     assert runs_page.filter_sort(table, ["done"], "digits", "newest first").shape[0] == 1
     assert runs_page.checkpoint_zip(store.get(queued.id)) is None
+    store.create_run({"kind": "experiment", "experiment": "omitted-class"}, name="e")
+    store.create_run({"kind": "train"}, name="h")
+    table = runs_page.runs_table(store.list_runs()).set_index("name")
+    methods = table["method"].to_dict()
+    assert methods["e"] == "experiment: omitted-class" and methods["h"] == "hard labels"
 
 
 def test_checkpoint_zip_holds_the_pair(teacher):

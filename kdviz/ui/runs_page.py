@@ -26,6 +26,14 @@ SORTS = {
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: what the history table shows (and what the filters and sorts work on)."""
+
+    def _method(kind: str, cfg: dict) -> str:
+        if kind == "distill":
+            return cfg.get("method", "")
+        if kind == "experiment":
+            return f"experiment: {cfg.get('experiment', '')}"
+        return "hard labels"
+
     rows = []
     for run in runs:
         cfg = run.config
@@ -38,7 +46,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
                 "source": run.source,
                 "name": run.name,
                 "teacher": cfg.get("teacher", "") if run.kind == "distill" else "",
-                "method": cfg.get("method", "") if run.kind == "distill" else "hard labels",
+                "method": _method(run.kind, cfg),
                 "T": cfg.get("temperature") if run.kind == "distill" else None,
                 "alpha": cfg.get("alpha") if run.kind == "distill" else None,
                 "arch": cfg.get("arch", ""),
