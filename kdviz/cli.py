@@ -107,11 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     p_app = sub.add_parser("app", help="start the web app")
     p_app.add_argument("--port", type=int, default=8501)
     p_app.add_argument("--address", default="127.0.0.1")
-    p_app.add_argument(
-        "streamlit_args",
-        nargs="*",
-        help="more `streamlit run` options, e.g. --server.headless true",
-    )
     return parser
 
 
@@ -241,37 +236,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warm_up_app() -> None:
-    """Import torch and the pages' modules, and read the default dataset, while the browser
-    is still loading the front end: the first page view then starts with all of it in memory."""
-    try:
-        import kdviz.ui.shell  # noqa: F401  (torch, plotly, pandas, the analysis modules)
-        from kdviz.data import load_dataset
-
-        load_dataset("mnist5k", "test")
-    except Exception:  # warming up is only an optimisation; the page reports real errors
-        pass
-
-
 def _cmd_app(args: argparse.Namespace) -> int:
-    import threading
-
     from kdviz.paths import REPO_ROOT
 
     app = REPO_ROOT / "app.py"
     if not app.exists():
         raise KdvizError(f"The app entry {app} is missing; run kdviz from a checkout of the repo.")
     print(f"kdviz: open http://{args.address}:{args.port}", file=sys.stderr)
-    threading.Thread(target=_warm_up_app, name="kdviz-warm-up", daemon=True).start()
-    from streamlit.web import cli as streamlit_cli
+    from kdviz.ui.launch import serve  # the only Streamlit import, behind the app command
 
-    argv = ["run", str(app), "--server.port", str(args.port), "--server.address", args.address]
-    argv += ["--browser.gatherUsageStats", "false"]
-    try:  # in this process, so the warm-up's imports are the app's
-        streamlit_cli.main(args=argv, prog_name="streamlit", standalone_mode=True)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+    return serve(app, args.port, args.address)
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:

@@ -25,7 +25,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -577,25 +576,6 @@ class Trained:
     snapshots: dict[int, str] = field(default_factory=dict)  # epoch -> stem of a copy
 
 
-class _Stop:
-    """``should_stop`` for the runs of an experiment: its own cancel flag, the current run's, or
-    SIGTERM. Reads the store at most every STOP_POLL_S."""
-
-    def __init__(self, store: RunStore, experiment_id: str) -> None:
-        self.store, self.ids = store, [experiment_id]
-        self.stopped = False
-        self.last_check = 0.0
-
-    def __call__(self, force: bool = False) -> bool:
-        if self.stopped:
-            return True
-        now = time.monotonic()
-        if force or now - self.last_check >= STOP_POLL_S:
-            self.last_check = now
-            self.stopped = any(self.store.cancel_requested(i) for i in self.ids)
-        return self.stopped
-
-
 class Runner:
     """Trains the models of one experiment as recorded runs (role, group and parent = the
     experiment's run), keeps their ids, and reports progress on the experiment's run row."""
@@ -608,12 +588,12 @@ class Runner:
         source: str = "cli",
         show_progress: bool = False,
         echo: Callable[[str], None] | None = None,
-        stop: _Stop | None = None,
+        stop: jobs.StopFlag | None = None,
     ) -> None:
         self.store, self.experiment_id = store, experiment_id
         self.source, self.show_progress = source, show_progress
         self.echo = echo or (lambda _line: None)
-        self.stop = stop or _Stop(store, experiment_id)
+        self.stop = stop or jobs.StopFlag(store, experiment_id)
         self.trained: list[Trained] = []
         self.reused: list[str] = []  # finished runs of earlier experiments used again (a teacher)
         self.planned = 0
@@ -1511,7 +1491,7 @@ def run_experiment(
     source: str = "cli",
     show_progress: bool = False,
     echo: Callable[[str], None] | None = None,
-    stop: _Stop | None = None,
+    stop: jobs.StopFlag | None = None,
 ) -> ExperimentResult:
     """Run an experiment end to end in this process, recorded as one "experiment" run (``run_id``,
     or a new one) whose folder gets the result (CSV + JSON). Raises Cancelled when cancelled."""
@@ -1649,22 +1629,9 @@ def run_experiment_worker(run_id: str) -> int:
     if run is None or run.status != "queued" or run.kind != "experiment":
         print(f"kdviz experiment worker: run {run_id} is not a queued experiment.", file=sys.stderr)
         return 0
-    store.set_process(run_id, os.getpid())
-    stop = _Stop(store, run_id)
-
-    def on_term(_signum: int, _frame: Any) -> None:  # SIGTERM: the cancel fallback
-        stop.stopped = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    while not store.claim_slot(run_id):
-        current = store.find(run_id)
-        if current is None or current.status != "queued":
-            return 0
-        if stop.stopped or current.cancel_requested is not None:
-            store.finish(run_id, "cancelled", "Cancelled while waiting in the queue.")
-            return 0
-        store.recover()
-        time.sleep(QUEUE_POLL_S)
+    stop = jobs.become_worker(store, run_id)
+    if not jobs.wait_for_slot(store, run_id, stop):
+        return 0
     config = store.get(run_id).config
     print(f"kdviz experiment worker: {config['experiment']} started", file=sys.stderr, flush=True)
     try:

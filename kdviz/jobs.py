@@ -400,20 +400,22 @@ class MetricsWriter:
 
 
 class StopFlag:
-    """``should_stop`` for ``fit``: true once the run's cancel flag is set or SIGTERM arrived."""
+    """``should_stop`` for ``fit``: true once a watched run's cancel flag is set or SIGTERM
+    arrived. Reads the store at most every STOP_POLL_S (``force`` reads it now). ``ids`` may be
+    changed: an experiment watches its own run and the run it is training."""
 
-    def __init__(self, store: RunStore, run_id: str) -> None:
-        self.store, self.run_id = store, run_id
+    def __init__(self, store: RunStore, *run_ids: str) -> None:
+        self.store, self.ids = store, list(run_ids)
         self.stopped = False
         self.last_check = 0.0
 
-    def __call__(self) -> bool:
+    def __call__(self, force: bool = False) -> bool:
         if self.stopped:
             return True
         now = time.monotonic()
-        if now - self.last_check >= STOP_POLL_S:
+        if force or now - self.last_check >= STOP_POLL_S:
             self.last_check = now
-            self.stopped = self.store.cancel_requested(self.run_id)
+            self.stopped = any(self.store.cancel_requested(i) for i in self.ids)
         return self.stopped
 
 
@@ -513,13 +515,8 @@ def record_cli_run(cfg: Any, store: RunStore | None = None) -> tuple[RunStore, R
 # ---------------------------------------------------------------------------- the worker
 
 
-def run_worker(run_id: str) -> int:
-    """``kdviz worker RUN_ID``: wait for a slot, then execute the run. Returns the exit status."""
-    store = RunStore(recover=False)
-    run = store.find(run_id)
-    if run is None or run.status != "queued":
-        print(f"kdviz worker: run {run_id} is not queued; nothing to do.", file=sys.stderr)
-        return 0
+def become_worker(store: RunStore, run_id: str) -> StopFlag:
+    """Record this process as the run's and make SIGTERM a cancel; returns the run's StopFlag."""
     store.set_process(run_id, os.getpid())
     stop = StopFlag(store, run_id)
 
@@ -527,21 +524,49 @@ def run_worker(run_id: str) -> int:
         stop.stopped = True
 
     signal.signal(signal.SIGTERM, on_term)
-    warming = False
+    return stop
+
+
+def wait_for_slot(
+    store: RunStore,
+    run_id: str,
+    stop: StopFlag,
+    *,
+    on_next_in_line: Callable[[], None] | None = None,
+) -> bool:
+    """Wait in the queue until this run claims a slot (True). False when it left the queue
+    meanwhile: gone, started elsewhere, or cancelled (then marked so here)."""
     while not store.claim_slot(run_id):
         current = store.find(run_id)
         if current is None or current.status != "queued":
-            return 0
+            return False
         if stop.stopped or current.cancel_requested is not None:
             store.finish(run_id, "cancelled", "Cancelled while waiting in the queue.")
-            return 0
-        if not warming and store.queue_position(run_id)[0] == 1:
-            # Next in line: import torch and load the data now, so training starts the moment
-            # the slot frees (only the next run does this, not the whole queue).
-            threading.Thread(target=_warm_up, args=(run.config,), daemon=True).start()
-            warming = True
+            return False
+        if on_next_in_line is not None and store.queue_position(run_id)[0] == 1:
+            on_next_in_line()
+            on_next_in_line = None  # once
         store.recover()  # a dead run ahead must not hold the queue
         time.sleep(QUEUE_POLL_S)
+    return True
+
+
+def run_worker(run_id: str) -> int:
+    """``kdviz worker RUN_ID``: wait for a slot, then execute the run. Returns the exit status."""
+    store = RunStore(recover=False)
+    run = store.find(run_id)
+    if run is None or run.status != "queued":
+        print(f"kdviz worker: run {run_id} is not queued; nothing to do.", file=sys.stderr)
+        return 0
+    stop = become_worker(store, run_id)
+
+    def warm_up() -> None:
+        # Next in line: import torch and load the data now, so training starts the moment
+        # the slot frees (only the next run does this, not the whole queue).
+        threading.Thread(target=_warm_up, args=(run.config,), daemon=True).start()
+
+    if not wait_for_slot(store, run_id, stop, on_next_in_line=warm_up):
+        return 0
     if stop.stopped:
         store.finish(run_id, "cancelled", "Cancelled before it started.")
         return 0
