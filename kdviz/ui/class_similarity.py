@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from kdviz import analysis, plots
-from kdviz.errors import KdvizError
 from kdviz.ui import cache, shell
 
 KEY_ROW, KEY_COL, KEY_TAB = "row", "col", "sim_tab"
@@ -30,19 +29,13 @@ def render() -> None:
         "other classes it thinks that class resembles, even where it never confuses them. "
         "The classes are ordered by hierarchical clustering, which is redone as T moves."
     )
-    view = shell.load_view()
-    if view is None:
-        return
-    if len(view.class_names) < 2:
-        st.info("Class similarity needs at least two classes.")
-        return
-    try:
-        _body(view)
-    except KdvizError as err:
-        st.error(str(err), icon=":material/error:")
+    shell.render_with_view(_body)
 
 
 def _body(view: shell.View) -> None:
+    if len(view.class_names) < 2:
+        st.info("Class similarity needs at least two classes.")
+        return
     teacher = view.teacher
     matrix, order, tree = cache.similarity(
         teacher.stem, teacher.mtime, view.spec, view.split, view.temperature

@@ -314,6 +314,18 @@ def load_view() -> View | None:
     return View(ds, teacher, student, temperature)
 
 
+def render_with_view(body: Callable[[View], None]) -> None:
+    """Load the sidebar's view and draw a page's body with it; a KdvizError from the body shows
+    as its one sentence on the page, and the rest of the app keeps working."""
+    view = load_view()
+    if view is None:
+        return
+    try:
+        body(view)
+    except KdvizError as err:
+        st.error(str(err), icon=":material/error:")
+
+
 # --------------------------------------------------------------------------- images
 
 

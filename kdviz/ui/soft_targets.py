@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from kdviz import analysis, plots
-from kdviz.errors import KdvizError
 from kdviz.ui import cache, shell
 
 KEY_IMAGE, KEY_GALLERY, KEY_CLASS, KEY_SCALE = "image", "gallery", "class", "scale"
@@ -37,13 +36,7 @@ def render() -> None:
         "that is its dark knowledge. Raising the temperature T in the sidebar (softmax of z / T) "
         "lifts those small probabilities so that a student can learn from them."
     )
-    view = shell.load_view()
-    if view is None:
-        return
-    try:
-        _body(view)
-    except KdvizError as err:
-        st.error(str(err), icon=":material/error:")
+    shell.render_with_view(_body)
 
 
 def _body(view: shell.View) -> None:

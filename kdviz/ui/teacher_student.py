@@ -8,7 +8,6 @@ import pandas as pd
 import streamlit as st
 
 from kdviz import analysis, plots
-from kdviz.errors import KdvizError
 from kdviz.ui import cache, shell
 
 KEY_CALIBRATED, KEY_TAB, KEY_OPEN = "calibrated", "ts_tab", "_open_image"
@@ -30,13 +29,7 @@ def render() -> None:
     if KEY_OPEN in st.session_state:  # a click in the disagreement gallery
         st.session_state["image"] = st.session_state.pop(KEY_OPEN)
         shell.switch_to("soft_targets.py")
-    view = shell.load_view()
-    if view is None:
-        return
-    try:
-        _body(view)
-    except KdvizError as err:
-        st.error(str(err), icon=":material/error:")
+    shell.render_with_view(_body)
 
 
 def _percent(value: float) -> str:
