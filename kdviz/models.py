@@ -602,6 +602,11 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def save_card(card: ModelCard, stem: str | Path) -> None:
+    """Rewrite a checkpoint's JSON card atomically (e.g. new metrics), leaving its weights alone."""
+    _write_card(card, _strip_suffix(Path(stem).expanduser()))
+
+
 def _write_card(card: ModelCard, stem: Path) -> None:
     text = json.dumps(card.to_dict(), indent=2) + "\n"
     _atomic_write(_with(stem, ".json"), lambda tmp: tmp.write_text(text, encoding="utf-8"))

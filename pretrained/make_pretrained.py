@@ -11,13 +11,14 @@ reported, never tuned to. The metrics go into each checkpoint's JSON card.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
 from kdviz.engine import DistillConfig, TrainConfig, evaluate, fit
-from kdviz.models import ModelCard, load_card, save_ensemble_card
+from kdviz.models import ModelCard, load_card, save_card, save_ensemble_card
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,7 +71,7 @@ FORCE = False  # --force retrains checkpoints that are already complete
 
 
 def _run(cfg, name: str) -> dict:
-    cfg = type(cfg)(**{**cfg.__dict__, "name": name, "out": str(HERE / name)})
+    cfg = dataclasses.replace(cfg, name=name, out=str(HERE / name))
     card_path = HERE / f"{name}.json"
     if not FORCE and card_path.exists():  # resume: a finished checkpoint is kept
         card = load_card(HERE / name)
@@ -101,11 +102,7 @@ def _finish_card(name: str, teacher: str | None = None) -> dict:
         card.training["out"] = f"pretrained/{name}"
     if card.training.get("teacher"):
         card.training["teacher"] = Path(card.training["teacher"]).name
-    path = stem.with_suffix(".json")
-    data = card.to_dict()
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    save_card(card, stem)
     _log(f"{name}: val {val['accuracy']:.2%}  test {test['accuracy']:.2%}")
     return card.metrics
 
@@ -184,9 +181,9 @@ def _best_distilled(arch: str, candidates, name: str, baseline_name: str) -> Non
             card = load_card(HERE / name)
             card.name = name
             card.training["chosen_by"] = (
-                f"best validation accuracy over (T, alpha, epochs) in {list(candidates)}"
+                f"best validation accuracy over (T, alpha, epochs[, lr]) in {list(candidates)}"
             )
-            (HERE / f"{name}.json").write_text(json.dumps(card.to_dict(), indent=2))
+            save_card(card, HERE / name)
             _finish_card(name, teacher=str(HERE / "mnist5k-teacher"))
         else:
             for suffix in (".safetensors", ".json"):
