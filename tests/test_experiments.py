@@ -7,9 +7,7 @@ import argparse
 import json
 import os
 import re
-import signal
 import time
-from contextlib import suppress
 
 import pandas as pd
 import pytest
@@ -53,14 +51,7 @@ def teacher(tmp_path_factory) -> str:
     return str(folder / "teacher")
 
 
-@pytest.fixture(autouse=True)
-def no_stray_workers():
-    """A failing test must not leave an experiment training in the background."""
-    yield
-    for run in RunStore(recover=False).list_runs(status=("queued", "running")):
-        if run.pid and run.pid != os.getpid():
-            with suppress(ProcessLookupError):
-                os.kill(run.pid, signal.SIGKILL)
+pytestmark = pytest.mark.usefixtures("no_stray_workers")
 
 
 def settings_for(name: str, teacher: str, **changes):

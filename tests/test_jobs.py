@@ -6,7 +6,6 @@ worker spends its time starting Python, not training.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -22,15 +21,7 @@ from kdviz.errors import KdvizError
 from kdviz.models import list_checkpoints, load_checkpoint, resolve_checkpoint
 from kdviz.runs import RunStore
 
-
-@pytest.fixture(autouse=True)
-def no_stray_workers():
-    """A failing test must not leave a worker training in the background."""
-    yield
-    for run in RunStore(recover=False).list_runs(status=("queued", "running")):
-        if run.pid and run.pid != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(run.pid, signal.SIGKILL)
+pytestmark = pytest.mark.usefixtures("no_stray_workers")
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import signal
 import time
 import zipfile
 
@@ -26,14 +24,7 @@ DISTILL_PAGE = "kdviz/ui/distill.py"
 RUNS_PAGE = "kdviz/ui/runs_page.py"
 
 
-@pytest.fixture(autouse=True)
-def no_stray_workers():
-    """A failing test must not leave a worker training in the background."""
-    yield
-    for run in RunStore(recover=False).list_runs(status=("queued", "running")):
-        if run.pid and run.pid != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(run.pid, signal.SIGKILL)
+pytestmark = pytest.mark.usefixtures("no_stray_workers")
 
 
 @pytest.fixture(autouse=True)
