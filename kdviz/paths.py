@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from kdviz.errors import KdvizError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED_DIR = REPO_ROOT / "pretrained"  # shipped checkpoints (an editable install keeps it)
 PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "_data"  # bundled offline data
@@ -41,3 +43,30 @@ def checkpoints_dir() -> Path:
 def runs_dir() -> Path:
     """Run artifacts, one folder per run id."""
     return _sub("runs")
+
+
+_MAX_NAME = 120  # characters; a name becomes one file or folder name
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A user-chosen name that becomes ONE file or folder name under KDVIZ_HOME, or KdvizError.
+
+    Names are names, not paths: no path separators, no "..", no leading dot, no control
+    characters, at most 120 characters. Returns the name stripped of surrounding spaces.
+    """
+    text = name.strip() if isinstance(name, str) else ""
+    bad = (
+        not text
+        or len(text) > _MAX_NAME
+        or "/" in text
+        or "\\" in text
+        or ".." in text
+        or text.startswith(".")
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+    )
+    if bad:
+        raise KdvizError(
+            f"The {what} {name!r} is not a plain name; use letters, digits, '-', '_' or '.' "
+            f"(no '/', no '..', not starting with '.', at most {_MAX_NAME} characters)."
+        )
+    return text
