@@ -199,6 +199,7 @@ def _dataset_fingerprint(dataset: Dataset) -> str:
 def _logit_cache_path(fingerprint: str, card: ModelCard, dataset: Dataset) -> Path:
     key = {
         "weights": fingerprint,
+        "arch": [card.kind, card.arch],
         "spec": dataset.spec,
         "split": dataset.split,
         "mean": list(card.mean),
@@ -230,10 +231,16 @@ def model_logits(
     use_cache: bool = True,
     fingerprint: str = "",
 ) -> torch.Tensor:
-    """Logits (N, K) of a loaded checkpoint on a dataset, cached on disk by weights hash, spec and split."""
+    """Logits (N, K) of a loaded checkpoint on a dataset, cached on disk by weights hash, spec and split.
+
+    ``fingerprint`` is card_fingerprint(ref) (the weights file's bytes); without one the key is
+    the hash of the loaded model's own tensors, never the card's editable ``weights_sha256``,
+    and a model without tensors (nothing to hash) is not cached.
+    """
     check_compatible(card, dataset)
-    if not fingerprint:
-        fingerprint = card.weights_sha256 if card.kind != "ensemble" else weights_hash(model)
+    if not fingerprint and model.state_dict():
+        fingerprint = "state:" + weights_hash(model)
+    use_cache = use_cache and bool(fingerprint)
     path = _logit_cache_path(fingerprint, card, dataset)
     cached = _read_cached(path, len(dataset), card.num_classes) if use_cache else None
     if cached is not None:
@@ -256,13 +263,12 @@ def dataset_logits(checkpoint: str | Path, dataset_spec: str, split: str = "test
     card = load_card(checkpoint)
     dataset = load_dataset(dataset_spec, split)
     check_compatible(card, dataset)
-    fingerprint = card_fingerprint(checkpoint)
-    if fingerprint:
-        cached = _read_cached(
-            _logit_cache_path(fingerprint, card, dataset), len(dataset), card.num_classes
-        )
-        if cached is not None:
-            return cached
+    fingerprint = card_fingerprint(checkpoint)  # the weights file's bytes, memoised
+    cached = _read_cached(
+        _logit_cache_path(fingerprint, card, dataset), len(dataset), card.num_classes
+    )
+    if cached is not None:
+        return cached
     model, card = load_checkpoint(checkpoint)
     return model_logits(model, card, dataset, fingerprint=fingerprint)
 

@@ -826,6 +826,10 @@ def _read_card(stem: Path) -> ModelCard:
         raise KdvizError(
             f"The card {path} is not valid JSON ({_brief(err)}); fix it or re-save the checkpoint."
         ) from err
+    except RecursionError as err:  # json.loads of [[[[...]]]] thousands deep
+        raise KdvizError(
+            f"The card {path} nests JSON too deeply to read; fix it or re-save the checkpoint."
+        ) from err
     try:
         card = ModelCard.from_dict(data)
     except KdvizError as err:
@@ -840,20 +844,61 @@ def load_card(ref: str | Path) -> ModelCard:
     return _read_card(resolve_checkpoint(ref))
 
 
-def card_fingerprint(ref: str | Path) -> str:
-    """A hash naming a checkpoint's weights, read from cards only (no weights are loaded).
+# What holds a card's weights, by kind, in the order _read_state prefers them.
+_WEIGHT_FILES = {"model": (".safetensors", ".pt"), "onnx": (".onnx",), "logits": (".npz",)}
+_FILE_HASHES: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime_ns) -> sha256
 
-    A single model's is its card's ``weights_sha256``; an ensemble's combines its members'.
-    The logit cache is keyed by it, so a cached lookup never has to load a model.
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex of a file's bytes, memoised in-process by (path, inode, size, mtime_ns).
+
+    A rewritten file (save_checkpoint replaces it) gets a new key, so a memoised hash is never
+    stale; a repeated lookup costs one stat.
     """
-    stem = resolve_checkpoint(ref)
-    card = _read_card(stem)
-    if card.kind != "ensemble":
-        return card.weights_sha256
-    parts = [card_fingerprint(_member_stem(m, stem.parent)) for m in card.members]
-    if not all(parts):
-        return ""
-    return hashlib.sha256(("ensemble:" + ",".join(parts)).encode()).hexdigest()
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        if len(_FILE_HASHES) > 1024:
+            _FILE_HASHES.clear()
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def _weights_file(stem: Path, card: ModelCard) -> Path:
+    suffixes = _WEIGHT_FILES.get(card.kind, tuple(s for v in _WEIGHT_FILES.values() for s in v))
+    for suffix in suffixes:
+        if _with(stem, suffix).is_file():
+            return _with(stem, suffix)
+    raise KdvizError(
+        f"The checkpoint {stem} has a card but no weights ({' or '.join(stem.name + s for s in suffixes)}); "
+        "save the weights beside the card."
+    )
+
+
+def _node_fingerprint(node: _CardNode) -> str:
+    card = node.card
+    if card.kind == "ensemble":
+        text = "ensemble:" + ",".join(_node_fingerprint(m) for m in node.members)
+    else:  # the file's bytes, plus what decides how they are run
+        how = json.dumps([card.kind, card.arch, card.arch_kwargs], sort_keys=True, default=str)
+        text = f"{how}:{file_sha256(_weights_file(node.stem, card))}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def card_fingerprint(ref: str | Path) -> str:
+    """A hash naming what a checkpoint computes: the sha256 of its weights file's BYTES (plus
+    its kind, arch and arch_kwargs); an ensemble's combines its members'.
+
+    Never read from an editable card field such as ``weights_sha256``, so two checkpoints with
+    different weights never share a key. The logit cache is keyed by it; the hash is memoised
+    per file, so a cached lookup never has to load a model.
+    """
+    return _node_fingerprint(_card_tree(resolve_checkpoint(ref)))
 
 
 def _read_state(stem: Path) -> tuple[dict[str, torch.Tensor], Path]:
@@ -913,35 +958,75 @@ def _load_single(stem: Path, card: ModelCard) -> nn.Module:
     if card.weights_sha256 and weights_hash(model) != card.weights_sha256:
         raise KdvizError(
             f"The weights in {source} do not match the card's weights_sha256 (one file was replaced "
-            "without the other); re-save the checkpoint or clear weights_sha256 in the card."
+            "without the other); re-save the checkpoint, or import its weights file again."
         )
     return model
 
 
-def _load_any(stem: Path, seen: tuple[Path, ...]) -> tuple[nn.Module, ModelCard]:
-    card = _read_card(stem)
-    if card.kind == "model":
-        model = _load_single(stem, card)
-    else:
+MAX_ENSEMBLE_DEPTH = 4  # ensembles of ensembles, at most this many levels of cards
+MAX_ENSEMBLE_MEMBERS = 64  # member references in one ensemble tree, all levels together
+
+
+@dataclass(frozen=True)
+class _CardNode:
+    """A checkpoint's card and, for an ensemble, its members' nodes (read, not loaded)."""
+
+    stem: Path
+    card: ModelCard
+    members: tuple[_CardNode, ...] = ()
+
+
+def _card_tree(stem: Path) -> _CardNode:
+    """Read a card and, for an ensemble, its members' cards, refusing cycles, trees deeper than
+    MAX_ENSEMBLE_DEPTH and more than MAX_ENSEMBLE_MEMBERS members before anything is loaded.
+
+    load_checkpoint and card_fingerprint both walk this tree, so both refuse the same cards.
+    """
+    count = 0
+
+    def walk(stem: Path, seen: tuple[Path, ...]) -> _CardNode:
+        nonlocal count
+        card = _read_card(stem)
+        if card.kind != "ensemble":
+            return _CardNode(stem, card)
         if not card.members:
             raise KdvizError(f"The ensemble card {stem} lists no members; add member checkpoints.")
         key = stem.resolve()
-        if key in seen or len(seen) > 8:
+        if key in seen:
             raise KdvizError(
                 f"The ensemble card {stem} includes itself through its members; fix its members list."
             )
-        members = []
-        for member in card.members:
-            member_model, member_card = _load_any(
-                _member_stem(member, stem.parent.resolve()), (*seen, key)
+        if len(seen) >= MAX_ENSEMBLE_DEPTH:
+            raise KdvizError(
+                f"The ensemble card {stem} nests ensembles more than {MAX_ENSEMBLE_DEPTH} levels "
+                "deep (the limit); list the single models as members instead."
             )
-            if member_card.num_classes != card.num_classes:
+        count += len(card.members)
+        if count > MAX_ENSEMBLE_MEMBERS:
+            raise KdvizError(
+                f"The ensemble card {stem} has more than {MAX_ENSEMBLE_MEMBERS} members in all "
+                "(the limit, counting nested ensembles); use fewer members."
+            )
+        members = tuple(
+            walk(_member_stem(m, stem.parent.resolve()), (*seen, key)) for m in card.members
+        )
+        return _CardNode(stem, card, members)
+
+    return walk(stem, ())
+
+
+def _load_node(node: _CardNode) -> nn.Module:
+    stem, card = node.stem, node.card
+    if card.kind == "model":
+        model = _load_single(stem, card)
+    else:
+        for member_name, member in zip(card.members, node.members, strict=True):
+            if member.card.num_classes != card.num_classes:
                 raise KdvizError(
-                    f"The ensemble member {member!r} has {member_card.num_classes} classes but the "
+                    f"The ensemble member {member_name!r} has {member.card.num_classes} classes but the "
                     f"ensemble card {stem} says {card.num_classes}; use members with the same classes."
                 )
-            members.append(member_model)
-        model = Ensemble(members).eval()
+        model = Ensemble([_load_node(member) for member in node.members]).eval()
     # A shape smoke test: one zero image must give (1, K) logits.
     try:
         with torch.inference_mode():
@@ -955,7 +1040,7 @@ def _load_any(stem: Path, seen: tuple[Path, ...]) -> tuple[nn.Module, ModelCard]
             f"The checkpoint {stem} outputs {tuple(out.shape)[1:]} logits but its card says "
             f"{card.num_classes} classes; fix num_classes in the card."
         )
-    return model, card
+    return model
 
 
 def load_checkpoint(
@@ -966,8 +1051,8 @@ def load_checkpoint(
     Never unpickles arbitrary objects; a corrupt or unsafe file, wrong shapes or a class-count
     mismatch raise KdvizError and nothing in the file is executed.
     """
-    model, card = _load_any(resolve_checkpoint(ref), ())
-    return model.to(device).eval(), card
+    node = _card_tree(resolve_checkpoint(ref))
+    return _load_node(node).to(device).eval(), node.card
 
 
 def _card_files(root: Path, recursive: bool) -> Iterator[Path]:
