@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_experiment_parser(sub)
 
+    from kdviz.export import add_export_parser
+
+    add_export_parser(sub)
+
     p_app = sub.add_parser("app", help="start the web app")
     p_app.add_argument("--port", type=int, default=8501)
     p_app.add_argument("--address", default="127.0.0.1")
@@ -254,8 +258,15 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return run_experiment_cli(args)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from kdviz.export import run_export_cli
+
+    return run_export_cli(args)
+
+
 COMMANDS = {
     "experiment": _cmd_experiment,
+    "export": _cmd_export,
     "list": _cmd_list,
     "train": _cmd_fit,
     "distill": _cmd_fit,
