@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -23,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdviz import soft
+from kdviz import distributed, precision, soft
 from kdviz.data import Dataset, load_dataset, normalize
 from kdviz.errors import KdvizError
 from kdviz.losses import create_loss
 from kdviz.models import (
+    MAX_CLASSES,
     ModelCard,
     card_fingerprint,
     create_model,
@@ -36,7 +38,7 @@ from kdviz.models import (
     save_checkpoint,
     weights_hash,
 )
-from kdviz.paths import cache_dir, checkpoints_dir
+from kdviz.paths import cache_dir, check_name, checkpoints_dir
 
 StepCallback = Callable[[dict[str, Any]], None]
 StopHook = Callable[[], bool]
@@ -44,6 +46,8 @@ StopHook = Callable[[], bool]
 AUGMENTATIONS = ("none", "jitter", "affine")
 OPTIMIZERS = ("adamw", "sgd")
 METHODS = ("kd", "mse", "dkd")
+SCHEDULES = ("cosine", "constant")
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 EXPLODED_LOSS = 1e4  # a logged loss above this ends the run as "diverged"
 
 
@@ -71,6 +75,7 @@ class TrainConfig:
     name: str = ""  # checkpoint name; "" makes one from the config
     out: str = ""  # checkpoint stem path; "" = KDVIZ_HOME/checkpoints/NAME
     log_every: int = 10  # steps between on_step calls (each one syncs the device)
+    precision: str = "auto"  # "auto" (bf16 on CUDA GPUs that have it, else fp32), fp32, bf16, fp16
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **dataclasses.asdict(self)}
@@ -117,6 +122,7 @@ class RunResult:
     checkpoint: str = ""
     device: str = "cpu"
     seconds: float = 0.0
+    world_size: int = 1  # processes of a data-parallel (torchrun) run
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,9 +140,11 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise KdvizError(f"Unknown device {name!r}; use auto, cpu, cuda or mps.") from err
+        device = torch.device(name) if isinstance(name, str) else None
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:  # "meta" has no data to compute on
+        raise KdvizError(f"Unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise KdvizError("CUDA was asked for but no CUDA GPU is visible; use --device auto or cpu.")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -375,32 +383,88 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> tor
 # ---------------------------------------------------------------------------- the loop
 
 
-def _validate(cfg: TrainConfig) -> None:
-    if cfg.epochs < 1:
-        raise KdvizError("epochs must be at least 1.")
-    if cfg.batch_size < 1:
-        raise KdvizError("batch size must be at least 1.")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise KdvizError("learning rate must be a positive number.")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise KdvizError(
-            f"Unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}."
-        )
-    if cfg.augment not in AUGMENTATIONS:
-        raise KdvizError(
-            f"Unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENTATIONS)}."
-        )
-    if not 0.0 <= cfg.label_smoothing < 1.0:
-        raise KdvizError("label smoothing must be in [0, 1).")
+MAX_EPOCHS = 100_000  # more is a typo, not a plan; epochs * steps must stay a sane loop
+MAX_BATCH_SIZE = 1 << 20
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; fit also seeds with seed + 7
+
+
+def _whole(value: Any, what: str, lo: int, hi: int) -> None:
+    if not (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and lo <= value <= hi
+    ):
+        raise KdvizError(f"{what} {value!r} is not valid; give a whole number from {lo} to {hi}.")
+
+
+def _real(value: Any, what: str, rule: str, ok: Callable[[float], bool]) -> None:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and ok(float(value))):
+        raise KdvizError(f"{what} {value!r} is not valid; give {rule}.")
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Refuse a config the loop cannot run sensibly, with one sentence naming the field.
+
+    fit() calls it before it reads or writes anything; the CLI and the app may call it earlier.
+    Checks against the data (e.g. omitted class indices) happen in fit, once the data is loaded.
+    """
+    if cfg.name:
+        check_name(cfg.name, "checkpoint name")
+    if not isinstance(cfg.out, str):
+        raise KdvizError(f"The checkpoint path {cfg.out!r} is not a string; give a path.")
+    _whole(cfg.epochs, "epochs", 1, MAX_EPOCHS)
+    _whole(cfg.batch_size, "batch size", 1, MAX_BATCH_SIZE)
+    _whole(cfg.seed, "seed", 0, MAX_SEED)
+    _whole(cfg.log_every, "log_every", 1, 1_000_000)
+    _real(cfg.lr, "learning rate", "a positive finite number", lambda v: v > 0)
+    _real(cfg.weight_decay, "weight decay", "a finite number >= 0", lambda v: v >= 0)
+    _real(
+        cfg.warmup_epochs,
+        "warm-up epochs",
+        f"a number from 0 to the number of epochs ({cfg.epochs})",
+        lambda v: 0 <= v <= cfg.epochs,
+    )
+    _real(cfg.label_smoothing, "label smoothing", "a number in [0, 1)", lambda v: 0 <= v < 1)
+    _real(cfg.dropout, "dropout", "a probability in [0, 1)", lambda v: 0 <= v < 1)
+    _real(cfg.input_dropout, "input dropout", "a probability in [0, 1)", lambda v: 0 <= v < 1)
+    for what, value, choices in (
+        ("optimizer", cfg.optimizer, OPTIMIZERS),
+        ("augmentation", cfg.augment, AUGMENTATIONS),
+        ("schedule", cfg.schedule, SCHEDULES),
+    ):
+        if value not in choices:
+            raise KdvizError(f"Unknown {what} {value!r}; choose one of {', '.join(choices)}.")
+    pick_device(cfg.device)
     if isinstance(cfg, DistillConfig):
-        if cfg.method not in METHODS:
-            raise KdvizError(f"Unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}.")
-        if not cfg.temperature > 0:
-            raise KdvizError("temperature must be positive.")
-        if not 0.0 <= cfg.alpha <= 1.0 and cfg.method != "dkd":
-            raise KdvizError("alpha must be between 0 and 1.")
-        if not 0.0 < cfg.transfer_fraction <= 1.0:
-            raise KdvizError("transfer fraction must be in (0, 1].")
+        _validate_distill(cfg)
+
+
+def _validate_distill(cfg: DistillConfig) -> None:
+    if cfg.method not in METHODS:
+        raise KdvizError(f"Unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}.")
+    _real(cfg.temperature, "temperature", "a positive finite number", lambda v: v > 0)
+    if cfg.method == "dkd":  # Zhao et al. 2022 weigh TCKD by alpha and NCKD by beta, unbounded
+        _real(cfg.alpha, "alpha (TCKD weight)", "a finite number >= 0", lambda v: v >= 0)
+        _real(cfg.beta, "beta (NCKD weight)", "a finite number >= 0", lambda v: v >= 0)
+    else:
+        _real(cfg.alpha, "alpha", "a weight from 0 to 1", lambda v: 0 <= v <= 1)
+    _real(cfg.transfer_fraction, "transfer fraction", "a number in (0, 1]", lambda v: 0 < v <= 1)
+    for cls in cfg.omit_classes:
+        _whole(cls, "omitted class", 0, MAX_CLASSES - 1)
+    if not isinstance(cfg.teacher, str) or not cfg.teacher.strip():
+        raise KdvizError("No teacher was given; name a teacher checkpoint.")
+
+
+def _check_omitted_classes(cfg: TrainConfig, dataset: Dataset) -> None:
+    """Omitted class indices must be classes of the dataset (checked once it is loaded)."""
+    if not isinstance(cfg, DistillConfig):
+        return
+    k = dataset.num_classes
+    for cls in cfg.omit_classes:
+        if not 0 <= cls < k:
+            raise KdvizError(
+                f"The omitted class {cls} is not a class of {dataset.spec!r}, which has classes "
+                f"0 to {k - 1}; give class indices from that range."
+            )
 
 
 def default_name(cfg: TrainConfig) -> str:
@@ -528,7 +592,7 @@ def fit(
     loss ends the run with status "diverged". With ``save`` the checkpoint of every finished epoch is
     written atomically to ``cfg.out`` (or KDVIZ_HOME/checkpoints/NAME).
     """
-    _validate(cfg)
+    validate_config(cfg)
     if teacher_transform is not None or sample_weight is not None:
         if not isinstance(cfg, DistillConfig) or cfg.method != "kd":
             raise KdvizError("Transformed soft targets need a DistillConfig with method 'kd'.")
@@ -538,11 +602,18 @@ def fit(
             )
     started = time.perf_counter()
     device = pick_device(cfg.device)
+    ddp = distributed.setup(device)  # under torchrun: this rank's process group and GPU
+    device = ddp.device
+    prec = precision.resolve_precision(cfg.precision, device)
+    if not ddp.is_main:  # rank 0 alone writes checkpoints and reports
+        save, show_progress, on_step, on_epoch = False, False, None, None
+    should_stop = ddp.wrap_stop(should_stop, cfg.log_every)
     torch.manual_seed(cfg.seed)
     distilling = isinstance(cfg, DistillConfig)
 
     train_ds = load_dataset(cfg.dataset, cfg.train_split)
     eval_ds = load_dataset(cfg.dataset, cfg.eval_split)
+    _check_omitted_classes(cfg, train_ds)
     idx = _transfer_indices(cfg, train_ds.labels)
     images01 = (train_ds.images[idx].float() / 255.0).to(device)  # (N, C, H, W) in [0, 1]
     labels = train_ds.labels[idx].to(device)  # (N,)
@@ -555,7 +626,9 @@ def fit(
 
     model = create_model(cfg.arch, train_ds.num_classes, train_ds.in_shape, **_arch_kwargs(cfg))
     model.to(device)
+    precision.prepare_model(model, prec)  # channels_last for conv models on CUDA
 
+    ddp.main_first_begin()  # rank 0 fills the teacher-logit cache; the other ranks then read it
     teacher = teacher_card = teacher_logits_all = eval_teacher_logits = weights_all = None
     t_mean = t_std = None
     if distilling:
@@ -585,15 +658,18 @@ def fit(
             task = F.cross_entropy(student_logits, y, label_smoothing=smoothing)
             return {"loss": task, "task_loss": task, "kd_loss": torch.zeros((), device=y.device)}
 
+    ddp.main_first_end()
     optimizer = _make_optimizer(cfg, model, device)
-    train_step = make_train_step(model, loss_fn, optimizer)
+    train_step = precision.make_train_step(
+        ddp.wrap(model), loss_fn, optimizer, prec, loss_weight=ddp.loss_weight
+    )
     n = len(labels)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     aug_gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 7)
 
-    name = cfg.name or default_name(cfg)
+    name = check_name(cfg.name or default_name(cfg), "checkpoint name")
     stem = Path(cfg.out) if cfg.out else checkpoints_dir() / name
     card = ModelCard(
         name=name,
@@ -605,12 +681,23 @@ def fit(
         mean=list(train_ds.mean),
         std=list(train_ds.std),
         dataset=cfg.dataset,
-        training={**cfg.to_dict(), "transfer_size": n, "device": str(device)},
+        training={
+            **cfg.to_dict(),
+            "transfer_size": n,
+            "device": str(device),
+            "precision": prec.name,
+            "world_size": ddp.world_size,
+        },
         metrics={},
     )
 
     history: list[dict[str, Any]] = []
-    result = RunResult(status="done", message="", device=describe_device(device))
+    result = RunResult(
+        status="done",
+        message="",
+        device=describe_device(device) + ddp.describe(),
+        world_size=ddp.world_size,
+    )
     progress = None
     if show_progress:
         from tqdm.auto import tqdm
@@ -638,12 +725,14 @@ def fit(
                 xb = (xb01 - mean) / std
             else:
                 xb = x_student[batch]
+            # data-parallel: this rank's slice, taken after augmenting the whole global batch
+            batch, xb, y, xb01 = ddp.shard(batch, xb, y, xb01 if augmented else None)
             t_logits = None
             if distilling:
                 if teacher_logits_all is not None:
                     t_logits = teacher_logits_all[batch]
                 else:
-                    with torch.inference_mode():
+                    with torch.inference_mode(), prec.autocast():
                         t_logits = teacher((xb01 - t_mean) / t_std).float()
                     t_logits = t_logits.clone()
             extra = {} if weights_all is None else {"sample_weight": weights_all[batch]}
@@ -656,7 +745,7 @@ def fit(
             if progress is not None:
                 progress.update(1)
             if step % cfg.log_every == 0 or step == total_steps:
-                values = (running / running_count).tolist()
+                values = ddp.mean(running / running_count).tolist()  # the same on every rank
                 running.zero_()
                 running_count = 0
                 # NaN/inf, or an exploded loss: AdamW with an absurd learning rate can stay
@@ -669,7 +758,7 @@ def fit(
                     on_step(
                         {
                             "step": step,
-                            "epoch": epoch - 1 + (start + len(batch)) / n,
+                            "epoch": epoch - 1 + min(n, start + cfg.batch_size) / n,
                             "loss": values[0],
                             "kd_loss": values[1],
                             "task_loss": values[2],

@@ -122,6 +122,49 @@ def _lookup(name: str) -> _Entry:
     raise KdvizError(f"Unknown model {name!r}; choose one of {_valid_names_sentence()}.")
 
 
+# Bounds checked BEFORE anything is allocated, so an absurd name, card or flag is a sentence,
+# not a MemoryError. Generous for this app's models (the largest shipped has ~3M parameters).
+MAX_PARAMS = 500_000_000  # parameters of one architecture; KDVIZ_MAX_PARAMS overrides it
+MAX_CLASSES = 100_000
+MAX_CHANNELS = 64
+MAX_PIXELS = 4096 * 4096  # H * W of one input image
+MAX_INPUT_VALUES = 1 << 26  # C * H * W: 256 MB as float32 for one image
+MAX_LAYERS = 2000  # hidden layers of an mlp, depth of a resnet
+MIN_STD = 1e-6  # per-channel std on the [0, 1] scale; smaller divides pixels into inf
+
+
+def max_params() -> int:
+    """The parameter limit: $KDVIZ_MAX_PARAMS when it is a positive integer, else MAX_PARAMS."""
+    text = os.environ.get("KDVIZ_MAX_PARAMS", "").strip()
+    return int(text) if text.isdigit() and 0 < len(text) < 19 and int(text) > 0 else MAX_PARAMS
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 40 else name[:37] + "..."
+
+
+def _check_params(name: str, count: int) -> None:
+    """Refuse an architecture whose parameter count (estimated from its name) is over the limit."""
+    limit = max_params()
+    if count > limit:
+        raise KdvizError(
+            f"The model {_short(name)!r} would have about {count:.3g} parameters, over kdviz's limit of "
+            f"{limit:,}; choose smaller layers or fewer classes (or raise KDVIZ_MAX_PARAMS)."
+        )
+
+
+def _in_shape_problem(values: list[int]) -> str:
+    """Which size limit a (C, H, W) breaks, or "" when it is within all of them."""
+    c, h, w = values
+    if c > MAX_CHANNELS:
+        return f"more than {MAX_CHANNELS} channels"
+    if h * w > MAX_PIXELS:
+        return f"more than {MAX_PIXELS:,} pixels (4096 x 4096)"
+    if c * h * w > MAX_INPUT_VALUES:
+        return f"more than {MAX_INPUT_VALUES:,} values (C x H x W)"
+    return ""
+
+
 def _check_in_shape(in_shape: Any) -> tuple[int, int, int]:
     try:
         values = list(in_shape)
@@ -135,13 +178,18 @@ def _check_in_shape(in_shape: Any) -> tuple[int, int, int]:
         raise KdvizError(
             f"Input shape {in_shape!r} is not valid; give (channels, height, width) as three positive integers."
         )
+    problem = _in_shape_problem([int(v) for v in values])
+    if problem:
+        raise KdvizError(
+            f"Input shape {tuple(values)!r} has {problem}, over kdviz's limit; use smaller images."
+        )
     return int(values[0]), int(values[1]), int(values[2])
 
 
 def _check_num_classes(num_classes: Any) -> int:
-    if not _is_int(num_classes) or num_classes < 1:
+    if not _is_int(num_classes) or not 1 <= num_classes <= MAX_CLASSES:
         raise KdvizError(
-            f"Number of classes {num_classes!r} is not valid; give a positive integer."
+            f"Number of classes {num_classes!r} is not valid; give a whole number from 1 to {MAX_CLASSES:,} (the limit)."
         )
     return int(num_classes)
 
@@ -174,7 +222,13 @@ def create_model(
         raise KdvizError(
             f"Model {name!r} does not accept the options {sorted(kwargs)}; it accepts: {accepted}."
         ) from err
-    return entry.builder(name, num_classes, shape, **kwargs)
+    try:
+        return entry.builder(name, num_classes, shape, **kwargs)
+    except MemoryError as err:  # the estimate was under the limit but the machine has less
+        raise KdvizError(
+            f"There is not enough memory to build {name!r} with {num_classes} classes and input "
+            f"{shape}; choose a smaller model."
+        ) from err
 
 
 def _check_prob(value: Any, what: str) -> float:
@@ -234,12 +288,20 @@ def mlp(
 ) -> nn.Module:
     """Fully connected ReLU net; Hinton's MNIST teacher is mlp-1200-1200, dropout 0.5, input 0.2."""
     match = _MLP_NAME.fullmatch(name)
-    hidden = tuple(int(h) for h in match.group(1).split("-")[1:]) if match else ()
+    parts = match.group(1).split("-")[1:] if match else []
+    # a 30-digit size is over any limit; int() of thousands of digits is itself refused by Python
+    hidden = tuple(int(h) if len(h) <= 18 else 10**18 for h in parts)
     if not hidden or any(h < 1 for h in hidden):
         raise KdvizError(
             f"Model name {name!r} is not valid; write mlp-H1-H2-... with positive hidden sizes, e.g. mlp-800-800."
         )
+    if len(hidden) > MAX_LAYERS:
+        raise KdvizError(
+            f"The model {_short(name)!r} has {len(hidden)} hidden layers, over kdviz's limit of {MAX_LAYERS}; use fewer."
+        )
     c, h, w = in_shape
+    sizes = (c * h * w, *hidden, num_classes)  # Linear(a, b) has a * b weights and b biases
+    _check_params(name, sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True)))
     return MLP(
         c * h * w,
         hidden,
@@ -283,6 +345,8 @@ class LeNet(nn.Module):
 @register_model("lenet")
 def lenet(name: str, num_classes: int, in_shape: tuple[int, int, int]) -> nn.Module:
     """LeNet-style CNN, 6-16 channels, ~62k parameters for 10 classes."""
+    convs = in_shape[0] * 6 * 25 + 6 + 6 * 16 * 25 + 16
+    _check_params(name, convs + 400 * 120 + 120 + 120 * 84 + 84 + 84 * num_classes + num_classes)
     return LeNet(in_shape[0], num_classes)
 
 
@@ -337,6 +401,8 @@ def cnn_wide(
     name: str, num_classes: int, in_shape: tuple[int, int, int], *, dropout: float = 0.0
 ) -> nn.Module:
     """Small wide CNN (32-64-128), ~279k parameters; dropout applies before the head."""
+    convs = sum(a * b * 9 + 2 * b for a, b in ((in_shape[0], 32), (32, 64), (64, 64), (64, 128)))
+    _check_params(name, convs + 128 * 128 * 9 + 256 + 128 * num_classes + num_classes)
     return WideCNN(in_shape[0], num_classes, dropout=_check_prob(dropout, "dropout"))
 
 
@@ -397,13 +463,119 @@ class CifarResNet(nn.Module):
 )
 def resnet(name: str, num_classes: int, in_shape: tuple[int, int, int]) -> nn.Module:
     """CIFAR-style ResNet-D; resnet8 ~78k and resnet20 ~0.27M parameters for 10 classes."""
-    match = re.fullmatch(r"resnet([0-9]+)", name)
+    match = re.fullmatch(r"resnet([0-9]{1,18})", name)
     depth = int(match.group(1)) if match else 0
     if depth < 8 or (depth - 2) % 6:
         raise KdvizError(
-            f"Model name {name!r} is not valid; CIFAR ResNets have depth 6n+2, e.g. resnet8, resnet20 or resnet56."
+            f"Model name {_short(name)!r} is not valid; CIFAR ResNets have depth 6n+2, e.g. resnet8, resnet20 or resnet56."
         )
+    if depth > MAX_LAYERS:
+        raise KdvizError(
+            f"The model {name!r} is deeper than kdviz's limit of {MAX_LAYERS} layers; use e.g. resnet110."
+        )
+    _check_params(name, _resnet_params(depth, in_shape[0], num_classes))
     return CifarResNet(depth, in_shape[0], num_classes)
+
+
+def _resnet_params(depth: int, in_channels: int, num_classes: int) -> int:
+    """CifarResNet's exact parameter count, in closed form (no loop over 10**9 blocks)."""
+    n = (depth - 2) // 6
+    count = in_channels * 16 * 9 + 2 * 16  # stem conv + BN
+    channels = 16
+    for width in (16, 32, 64):
+        block = 2 * width * width * 9 + 4 * width  # two convs and two BNs at full width
+        count += (channels - width) * width * 9 + n * block  # the first conv takes `channels`
+        channels = width
+    return count + 64 * num_classes + num_classes
+
+
+# Foreign architectures: any torchvision or timm classifier, built without weights (never downloads).
+
+
+def _set_first_conv_channels(model: nn.Module, in_channels: int) -> nn.Module:
+    """Swap the first Conv2d for one taking ``in_channels`` (the 1-channel MNIST recipe)."""
+    for path, conv in model.named_modules():
+        if isinstance(conv, nn.Conv2d):
+            if conv.in_channels == in_channels:
+                return model
+            if conv.groups != 1:
+                raise KdvizError(
+                    f"The first convolution of this model is grouped, so kdviz cannot give it "
+                    f"{in_channels} input channel(s); use a model that takes {conv.in_channels}."
+                )
+            new = nn.Conv2d(
+                in_channels,
+                conv.out_channels,
+                conv.kernel_size,
+                stride=conv.stride,
+                padding=conv.padding,
+                dilation=conv.dilation,
+                bias=conv.bias is not None,
+                padding_mode=conv.padding_mode,
+            )
+            parent_path, _, child = path.rpartition(".")
+            setattr(model.get_submodule(parent_path), child, new)
+            return model
+    return model
+
+
+def _few(valid: list[str], name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5) or valid[:5]
+    return ", ".join(close)
+
+
+def _check_channels(in_channels: Any) -> int:
+    if not _is_int(in_channels) or not 1 <= in_channels <= MAX_CHANNELS:
+        raise KdvizError(f"in_channels {in_channels!r} is not valid; give 1 to {MAX_CHANNELS}.")
+    return int(in_channels)
+
+
+@register_model(
+    "torchvision:*", description="torchvision:NAME (any torchvision classifier, e.g. resnet18)"
+)
+def torchvision_model(
+    name: str, num_classes: int, in_shape: tuple[int, int, int], *, in_channels: int | None = None
+) -> nn.Module:
+    """torchvision.models.get_model(NAME, weights=None, num_classes=K), first conv set to C channels."""
+    import torchvision
+
+    arch = name.partition(":")[2]
+    valid = torchvision.models.list_models(module=torchvision.models)  # classifiers only
+    if arch not in valid:
+        raise KdvizError(
+            f"torchvision has no classification model {_short(arch)!r}; use one of "
+            f"torchvision.models.list_models(), e.g. {_few(valid, arch)}."
+        )
+    channels = _check_channels(in_shape[0] if in_channels is None else in_channels)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    return _set_first_conv_channels(model, channels)
+
+
+@register_model("timm:*", description="timm:NAME (any timm model; pip install kdviz[timm])")
+def timm_model(
+    name: str, num_classes: int, in_shape: tuple[int, int, int], *, in_channels: int | None = None
+) -> nn.Module:
+    """timm.create_model(NAME, pretrained=False, num_classes=K, in_chans=C)."""
+    try:
+        import timm
+    except ImportError as err:
+        raise KdvizError(
+            "timm is not installed; install it with `pip install kdviz[timm]` to use timm:NAME models."
+        ) from err
+    arch = name.partition(":")[2]
+    if not timm.is_model(arch):
+        raise KdvizError(
+            f"timm has no model {_short(arch)!r}; use one of timm.list_models(), e.g. "
+            f"{_few(timm.list_models(), arch)}."
+        )
+    channels = _check_channels(in_shape[0] if in_channels is None else in_channels)
+    kwargs = {"pretrained": False, "num_classes": num_classes, "in_chans": channels}
+    try:  # models with a fixed input size (ViTs) take img_size; the others refuse it
+        return timm.create_model(arch, img_size=tuple(in_shape[1:]), **kwargs)
+    except TypeError:
+        return timm.create_model(arch, **kwargs)
 
 
 class Ensemble(nn.Module):
@@ -439,6 +611,10 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# "onnx": NAME.onnx run by onnxruntime; "logits": NAME.npz, a table computed elsewhere (no model)
+CARD_KINDS = ("model", "ensemble", "onnx", "logits")
+
+
 @dataclass
 class ModelCard:
     """What travels with the weights (the JSON card); see DESIGN.md "Checkpoints"."""
@@ -456,7 +632,7 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)  # e.g. {"test_accuracy": 0.99}
     created: str = field(default_factory=_now_iso)  # ISO 8601, UTC
     kdviz_version: str = __version__
-    kind: str = "model"  # "model" | "ensemble"
+    kind: str = "model"  # "model" | "ensemble" | "onnx" | "logits" (see CARD_KINDS)
     members: list[str] = field(default_factory=list)  # ensemble: member stems, relative to the card
     weights_sha256: str = ""  # weights_hash() of the saved model, filled by save_checkpoint
     extra: dict = field(default_factory=dict)  # unknown card keys, kept so they round-trip
@@ -525,28 +701,34 @@ class ModelCard:
         for name in ("arch_kwargs", "training", "metrics"):
             if not isinstance(getattr(self, name), dict):
                 raise bad(name, "a JSON object")
-        if self.kind not in ("model", "ensemble"):
-            raise bad("kind", '"model" or "ensemble"')
+        if self.kind not in CARD_KINDS:
+            raise bad("kind", " or ".join(f'"{kind}"' for kind in CARD_KINDS))
         if self.kind == "model" and not self.arch:
             raise bad("arch", "a model name")
         k = self.num_classes
-        if not _is_int(k) or k < 1:
-            raise bad("num_classes", "a positive integer")
+        if not _is_int(k) or not 1 <= k <= MAX_CLASSES:
+            raise bad("num_classes", f"a whole number from 1 to {MAX_CLASSES:,} (the limit)")
         shape = self.in_shape
-        if not (
+        # a logits table came without images: its shape and normalisation may be unknown
+        no_images = self.kind == "logits" and shape == [] and self.mean == [] and self.std == []
+        if no_images:
+            pass
+        elif not (
             isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) and v > 0 for v in shape)
         ):
             raise bad("in_shape", "a list of three positive integers [C, H, W]")
+        elif _in_shape_problem(shape):
+            raise bad("in_shape", f"within kdviz's limits ({_in_shape_problem(shape)})")
         for name in ("mean", "std"):
             values = getattr(self, name)
-            if not (
+            if not no_images and not (
                 isinstance(values, list)
                 and len(values) == shape[0]
                 and all(_is_real(v) and math.isfinite(v) for v in values)
             ):
                 raise bad(name, f"a list of {shape[0]} number(s), one per channel")
-        if any(v <= 0 for v in self.std):
-            raise bad("std", "all positive")
+        if any(v < MIN_STD for v in self.std):  # (x - mean) / 1e-300 is inf: NaN logits
+            raise bad("std", f"all at least {MIN_STD:g}")
         names = self.class_names
         if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
             raise bad("class_names", "a list of strings")
@@ -561,7 +743,7 @@ class ModelCard:
 # Files
 # ---------------------------------------------------------------------------------------------
 
-_SUFFIXES = (".safetensors", ".json", ".pt")
+_SUFFIXES = (".safetensors", ".json", ".pt", ".onnx", ".npz")
 _MAX_CARD_BYTES = 16 * 1024 * 1024  # a card is a few kB; refuse to parse something huge
 
 
@@ -1019,6 +1201,15 @@ def _load_node(node: _CardNode) -> nn.Module:
     stem, card = node.stem, node.card
     if card.kind == "model":
         model = _load_single(stem, card)
+    elif card.kind == "onnx":
+        from kdviz.importers import OnnxModule  # onnxruntime only when an ONNX model is used
+
+        model = OnnxModule(_weights_file(stem, card))
+    elif card.kind == "logits":
+        raise KdvizError(
+            f"{card.name!r} is a table of logits, not a model, so it cannot run on images; use it "
+            "where logits are enough (evaluate, the explorer, a distillation teacher)."
+        )
     else:
         for member_name, member in zip(card.members, node.members, strict=True):
             if member.card.num_classes != card.num_classes:
@@ -1079,8 +1270,8 @@ def list_checkpoints() -> list[tuple[str, Path, ModelCard]]:
             card = _read_card(stem)
         except KdvizError:
             continue
-        if card.kind == "model" and not (
-            _with(stem, ".safetensors").is_file() or _with(stem, ".pt").is_file()
+        if card.kind != "ensemble" and not any(
+            _with(stem, suffix).is_file() for suffix in _WEIGHT_FILES[card.kind]
         ):
             continue
         display = stem.relative_to(root).as_posix()
