@@ -8,11 +8,7 @@ Specs: `digits`, `mnist5k`, `mnist`, `fashion-mnist`, `kmnist`, `cifar10`, `cifa
 from __future__ import annotations
 
 import functools
-import gzip
-import os
 import pickle
-import struct
-import zlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdviz import paths
+from kdviz import datafiles, paths
+from kdviz.datafiles import (  # noqa: F401  (read_idx and IMAGE_EXTENSIONS are part of this API)
+    IMAGE_EXTENSIONS,
+    _Walk,
+    class_dirs,
+    decode_images,
+    image_files,
+    read_idx,
+    stack_images,
+    walk_files,
+)
 from kdviz.errors import KdvizError
 
 SPLITS = ("train", "val", "test")
@@ -184,7 +190,14 @@ def load_dataset(spec: str, split: str = "train", *, download: bool = True) -> D
     if split_key not in SPLITS:
         raise KdvizError(f"Unknown split {split!r}; use one of: {', '.join(SPLITS)}.")
     entry = _REGISTRY[key]
-    return _cached_dataset(key, path, split_key, entry.cache_key(path), download)
+    dataset = _cached_dataset(key, path, split_key, entry.cache_key(path), download)
+    if len(dataset) == 0 and split_key != "train":
+        raise KdvizError(
+            f"The {split_key} split of {dataset.spec} is empty: its classes are too small to set "
+            "images aside (a class needs 3 images to give one each to train, val and test); "
+            "add images or use another split."
+        )
+    return dataset
 
 
 def _parse_spec(spec: str) -> tuple[str, str | None]:
@@ -245,18 +258,17 @@ def _package_key(path: str | None) -> None:
 
 
 def _files_fingerprint(path: str | None, recursive: bool = True) -> tuple:
-    """(relative path, size, mtime) of every visible file under path: changes when the data does."""
+    """(relative path, size, mtime) of every visible file under path: changes when the data does.
+
+    The walk is bounded (datafiles.MAX_FOLDER_FILES) and skips dangling symlinks.
+    """
     root = Path(path or "").expanduser()
     if not root.is_dir():
         return (str(root),)
     entries: list[tuple[str, int, int]] = [(str(root.resolve()), 0, 0)]
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                full = os.path.join(dirpath, name)
-                stat = os.stat(full)
-                entries.append((os.path.relpath(full, root), stat.st_size, stat.st_mtime_ns))
+    spec = f"{'folder' if recursive else 'idx'}:{path}"
+    for full, stat in walk_files(root, spec, recursive=recursive):
+        entries.append((str(full.relative_to(root)), stat.st_size, stat.st_mtime_ns))
     return tuple(entries)
 
 
@@ -273,9 +285,10 @@ def _stratified_carve(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (kept, carved), class by class; each sorted ascending.
 
-    From each class, `per_class` images (all if fewer), or round(fraction * n) capped at n - 1 so
-    every class keeps one, are carved. Order within a class comes from argsorting uniform draws of a
-    seeded numpy Generator (PCG64), whose float stream is the most stable part of its API.
+    From each class, `per_class` images (all if fewer), or round(fraction * n) -- at least 1 for a
+    class of 2 or more, so small classes still reach val and test, and at most n - 1, so every class
+    keeps one -- are carved. Order within a class comes from argsorting uniform draws of a seeded
+    numpy Generator (PCG64), whose float stream is the most stable part of its API.
     """
     rng = np.random.default_rng(seed)
     kept, carved = [], []
@@ -285,7 +298,10 @@ def _stratified_carve(
         if per_class is not None:
             count = min(per_class, members.size)
         else:
-            count = min(int(np.floor(fraction * members.size + 0.5)), max(members.size - 1, 0))
+            count = int(np.floor(fraction * members.size + 0.5))
+            if fraction > 0 and members.size >= 2:
+                count = max(count, 1)
+            count = min(count, max(members.size - 1, 0))
         carved.append(members[:count])
         kept.append(members[count:])
     empty = np.zeros(0, dtype=np.int64)
@@ -384,41 +400,10 @@ def _load_mnist5k(path: str | None, part: str, download: bool) -> DatasetSource:
 # --------------------------------------------------------------------------------------------
 # IDX files (MNIST family): our own parser, gzip or plain
 
-_IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 IDX_FILES = {  # part -> (images file, labels file), without the optional ".gz"
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-
-
-def read_idx(file: str | Path) -> np.ndarray:
-    """Parse one IDX file (plain or .gz): magic 0x0000TTDD (T: type, D: dims), big-endian uint32 dims, data."""
-    file = Path(file)
-    try:
-        if file.suffix == ".gz":
-            with gzip.open(file, "rb") as f:
-                raw = f.read()
-        else:
-            raw = file.read_bytes()
-    except (OSError, EOFError, zlib.error) as err:
-        raise KdvizError(f"Could not read {file} ({err}); replace it with an intact copy.") from err
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
-        raise KdvizError(
-            f"{file} is not an IDX file (bad magic number); replace it with an MNIST-format file."
-        )
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise KdvizError(f"{file} is truncated; replace it with an intact copy.")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    count = int(np.prod(dims, dtype=np.int64))
-    if len(raw) < header + count * dtype.itemsize:
-        raise KdvizError(
-            f"{file} is truncated ({len(raw)} bytes for shape {dims}); replace it with an intact copy."
-        )
-    array = np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims)
-    return array.astype(dtype.newbyteorder("="))  # native byte order, writable
 
 
 def _find_idx_file(folder: Path, base: str) -> Path | None:
@@ -441,8 +426,15 @@ def _read_idx_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray] | N
         raise KdvizError(
             f"{image_file} must hold uint8 images (N, H, W), not {images.dtype} {images.shape}."
         )
+    if images.size == 0:
+        raise KdvizError(f"{image_file} holds no images (shape {images.shape}); use a full file.")
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
         raise KdvizError(f"{label_file} must hold one non-negative integer label per image.")
+    if labels.size and labels.max() >= datafiles.MAX_CLASSES:
+        raise KdvizError(
+            f"{label_file} has label {labels.max()}, over kdviz's limit of "
+            f"{datafiles.MAX_CLASSES:,} classes; labels must count classes from 0."
+        )
     if len(images) != len(labels):
         raise KdvizError(
             f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels; "
@@ -634,74 +626,11 @@ def _read_cifar_batch(file: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
 # --------------------------------------------------------------------------------------------
 # folder:PATH — one sub-folder of images per class, like torchvision's ImageFolder
 
-IMAGE_EXTENSIONS = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".gif",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-    ".tif",
-    ".tiff",
-    ".webp",
-)
-_GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 
-
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _image_files(folder: Path) -> list[Path]:
-    """Image files anywhere under folder (sorted, hidden ones skipped)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [
-            Path(dirpath) / n
-            for n in sorted(filenames)
-            if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)
-        ]
-    return found
-
-
-def _decode_images(files: list[Path]) -> tuple[list[np.ndarray], list[bool], tuple[int, int]]:
-    """Each file as an (H, W) gray or (H, W, 3) RGB uint8 array, resized to the first one's (W, H)."""
-    from PIL import Image, UnidentifiedImageError
-
-    arrays, gray = [], []
-    size: tuple[int, int] | None = None
-    for file in files:
-        try:
-            with Image.open(file) as img:
-                img.load()
-                is_gray = img.mode in _GRAY_MODES
-                if img.mode.startswith("I;16"):  # 16-bit gray: scale to 8 bits instead of clipping
-                    img = Image.fromarray(
-                        (np.asarray(img, dtype=np.float64) / 257.0).round().astype(np.uint8)
-                    )
-                img = img.convert("L" if is_gray else "RGB")
-                if size is None:
-                    size = img.size
-                elif img.size != size:
-                    img = img.resize(size, Image.Resampling.BILINEAR)
-                arrays.append(np.asarray(img, dtype=np.uint8))
-                gray.append(is_gray)
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise KdvizError(f"Could not read the image {file} ({err}); fix or remove it.") from err
-    assert size is not None  # callers pass at least one file
-    return arrays, gray, size
-
-
-def _stack_images(arrays: list[np.ndarray], rgb: bool, size: tuple[int, int]) -> np.ndarray:
-    """(N, C, H, W) uint8; gray images become 3 equal channels when any image is in colour."""
-    width, height = size
-    out = np.empty((len(arrays), 3 if rgb else 1, height, width), dtype=np.uint8)
-    for i, array in enumerate(arrays):
-        out[i] = array.transpose(2, 0, 1) if array.ndim == 3 else array[None]
-    return out
+def _names(items: list[str], most: int = 5) -> str:
+    """'a, b, c' -- the first `most` of a long list, then how many more."""
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
 @functools.lru_cache(maxsize=2)
@@ -711,14 +640,15 @@ def _read_image_folder(root: str, fingerprint: Hashable):
     spec = f"folder:{root}"
     has_split = (folder / "train").is_dir() and (folder / "test").is_dir()
     train_root = folder / "train" if has_split else folder
-    classes = _class_dirs(train_root)
+    classes = class_dirs(train_root, spec)
     if not classes:
         raise KdvizError(
             f"{spec} has no class sub-folders; put each class's images in its own sub-folder, "
             f"e.g. {train_root / 'cat' / '001.png'}."
         )
     class_names = tuple(c.name for c in classes)
-    per_class = [_image_files(c) for c in classes]
+    walk = _Walk(spec)  # one budget of files for the whole dataset
+    per_class = [image_files(c, spec, walk) for c in classes]
     if not any(per_class):
         raise KdvizError(
             f"{spec} has no images ({', '.join(IMAGE_EXTENSIONS)}) in its class sub-folders of {train_root}; add some."
@@ -726,24 +656,23 @@ def _read_image_folder(root: str, fingerprint: Hashable):
     empty = [c.name for c, files in zip(classes, per_class, strict=True) if not files]
     if empty:
         raise KdvizError(
-            f"The class folder(s) {', '.join(empty)} in {train_root} hold no images; add images or remove them."
+            f"The class folder(s) {_names(empty)} in {train_root} hold no images; add images or remove them."
         )
     train_files = [(f, i) for i, files in enumerate(per_class) for f in files]
     test_files: list[tuple[Path, int]] = []
     if has_split:
         index = {name: i for i, name in enumerate(class_names)}
-        extra = [c.name for c in _class_dirs(folder / "test") if c.name not in index]
+        test_classes = class_dirs(folder / "test", spec)
+        extra = [c.name for c in test_classes if c.name not in index]
         if extra:
             raise KdvizError(
-                f"{folder / 'test'} has classes {', '.join(extra)} that {train_root} lacks; give both the same class folders."
+                f"{folder / 'test'} has classes {_names(extra)} that {train_root} lacks; give both the same class folders."
             )
-        test_files = [
-            (f, index[c.name]) for c in _class_dirs(folder / "test") for f in _image_files(c)
-        ]
+        test_files = [(f, index[c.name]) for c in test_classes for f in image_files(c, spec, walk)]
 
     all_files = train_files + test_files
-    arrays, gray, size = _decode_images([f for f, _ in all_files])
-    images = _stack_images(arrays, rgb=not all(gray), size=size)
+    arrays, gray, size = decode_images([f for f, _ in all_files])
+    images = stack_images(arrays, rgb=not all(gray), size=size)
     labels = np.array([label for _, label in all_files], dtype=np.int64)
     n_train = len(train_files)
     if has_split:

@@ -365,7 +365,8 @@ def test_idx_more_than_ten_classes_and_cache_invalidation(tmp_path):
     # rewriting the files (a different size) is noticed: no stale cache
     write_idx_split(tmp_path, "train", images[:20], np.arange(20, dtype=np.uint8) % 10, gz=False)
     second = data.load_dataset(f"idx:{tmp_path}")
-    assert second.num_classes == 10 and len(second) == 20
+    # 2 images per class: one of each goes to val, one stays in train
+    assert second.num_classes == 10 and len(second) == 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +436,9 @@ def test_folder_mixed_gray_and_rgb_becomes_rgb(tmp_path):
     save_png(tmp_path / "x" / "1.png", gray)
     save_png(tmp_path / "y" / "0.png", np.zeros((3, 4, 3), dtype=np.uint8))
     save_png(tmp_path / "y" / "1.png", np.zeros((3, 4, 3), dtype=np.uint8))
-    everything = torch.cat([data.load_dataset(f"folder:{tmp_path}", s).images for s in data.SPLITS])
+    # 2 images per class: one each to train and test, none left for val
+    splits = ("train", "test")
+    everything = torch.cat([data.load_dataset(f"folder:{tmp_path}", s).images for s in splits])
     assert everything.shape == (4, 3, 3, 4)
     gray_rgb = [img for img in everything if img.any()]
     assert len(gray_rgb) == 2
@@ -544,7 +547,7 @@ def test_cifar100_reads_fine_labels(no_network):
         data.load_dataset("cifar100", download=False),
         data.load_dataset("cifar100", "test", download=False),
     )
-    assert len(train) == 200 and len(test) == 100  # 2 per class: round(0.2) = 0 carved for val
+    assert len(train) == 100 and len(test) == 100  # 2 per class: 1 carved for val, 1 kept
     assert torch.equal(test.images, torch.from_numpy(test_images))
     assert train.num_classes == 100 and train.class_names[:2] == ("apple", "aquarium_fish")
     assert list(train.class_names) == sorted(
