@@ -501,8 +501,10 @@ def record_cli_run(cfg: Any, store: RunStore | None = None) -> tuple[RunStore, R
     store = store or RunStore()
     name = cfg.name or default_name(cfg)
     out = cfg.out or str(checkpoints_dir() / name)
+    from kdviz.distributed import env_world_size
+
     run = store.create_run(
-        cfg.to_dict(),
+        {**cfg.to_dict(), "world_size": env_world_size()},  # torchrun's process count
         status="running",
         name=name,
         source="cli",

@@ -169,6 +169,7 @@ class Run:
         """A JSON-ready dict (what ``kdviz runs --json`` prints)."""
         out = {col: getattr(self, col) for col in _RUN_COLUMNS if col != "seq"}
         out["progress"] = self.progress
+        out["world_size"] = int(self.config.get("world_size") or 1)  # torchrun processes
         return out
 
 
