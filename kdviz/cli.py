@@ -41,6 +41,18 @@ def _add_fit_args(parser: argparse.ArgumentParser, defaults: Any) -> None:
     parser.add_argument(
         "--out", default="", help="checkpoint stem path (default KDVIZ_HOME/checkpoints/NAME)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default=defaults.precision,
+        help="autocast dtype of the forward; auto = bf16 on CUDA GPUs that have it, else fp32",
+    )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=0,
+        help="data-parallel processes on this machine (runs the command under torchrun)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -156,7 +168,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     cls = DistillConfig if args.command == "distill" else TrainConfig
     cfg = _config_from_args(cls, args)
 
-    def on_epoch(metrics: dict[str, Any]) -> None:
+    def on_epoch(metrics: dict[str, Any]) -> None:  # called on rank 0 only under torchrun
         if not args.json:
             extra = ""
             if "agreement" in metrics:
@@ -167,6 +179,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
+    from kdviz.distributed import is_main_process
+
+    if not is_main_process():  # torchrun's other ranks train their shards; rank 0 reports
+        result = fit(cfg)
+        return 0 if result.status in ("done", "cancelled") else 1
     store, run = _record_run(cfg)
     if run is None:
         result = fit(cfg, on_epoch=on_epoch, show_progress=not args.json)
@@ -283,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "nproc", 0):  # kdviz distill --nproc N: the same command under torchrun
+            from kdviz.distributed import relaunch
+
+            return relaunch(args.nproc, argv)
         return COMMANDS[args.command](args)
     except KdvizError as err:
         print(f"kdviz: error: {err}", file=sys.stderr)
