@@ -9,6 +9,8 @@ its stem path and file mtime, so a checkpoint rewritten by a run is reloaded.
 from __future__ import annotations
 
 import math
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import streamlit as st
 import torch
 
 from kdviz import analysis, data, engine, models, plots
+from kdviz.errors import KdvizError
 from kdviz.models import ModelCard
 
 _CORES = torch.get_num_threads()
@@ -35,7 +38,7 @@ def stem_mtime(stem: str | Path) -> float:
     """The newest modification time of a checkpoint's files (0 if none exist)."""
     stem = Path(stem)
     times = []
-    for suffix in (".json", ".safetensors", ".pt"):
+    for suffix in (".json", ".safetensors", ".pt", ".onnx", ".npz"):
         file = stem.with_name(stem.name + suffix)
         try:
             times.append(file.stat().st_mtime)
@@ -70,15 +73,123 @@ def checkpoint(stem: str, mtime: float) -> tuple[torch.nn.Module, ModelCard]:
     return models.load_checkpoint(stem)
 
 
+# --------------------------------------------------------------------------- data sources
+# The explorer's data is a dataset split, or a table of logits with its labels and class names
+# (the spec "logits:NAME", NAME a checkpoint of kind "logits"): no images then.
+
+TABLE_PREFIX = "logits:"
+TABLE_SPLIT = "all"  # a logits table has one set of rows
+
+
+def is_table(spec: str) -> bool:
+    return str(spec).startswith(TABLE_PREFIX)
+
+
+@dataclass(frozen=True, eq=False)
+class DataSource:
+    """What the rows are: labels and class names, and the images when there are any."""
+
+    spec: str
+    split: str
+    labels: torch.Tensor  # (N,) int64
+    class_names: tuple[str, ...]
+    dataset: data.Dataset | None  # None: a logits table, no images
+
+    @property
+    def rows(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def in_shape(self) -> tuple[int, int, int] | None:
+        return None if self.dataset is None else self.dataset.in_shape
+
+
+@st.cache_resource(max_entries=8, show_spinner="Reading the logits table…")
+def table(stem: str, mtime: float):
+    """The LogitsTable of a "logits" checkpoint (kdviz.importers.load_logits_table)."""
+    from kdviz import importers
+
+    return importers.load_logits_table(stem)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def table_rows(stem: str, mtime: float) -> int:
+    """Rows of a "logits" checkpoint, from the .npz header when it can (no 200 MB read)."""
+    try:
+        npz = Path(stem).with_name(Path(stem).name + ".npz")
+        with zipfile.ZipFile(npz) as archive, archive.open("logits.npy") as member:
+            major, _ = np.lib.format.read_magic(member)
+            read = np.lib.format.read_array_header_1_0
+            if major != 1:
+                read = np.lib.format.read_array_header_2_0
+            return int(read(member)[0][0])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, IndexError):
+        return int(table(stem, mtime).logits.shape[0])
+
+
+def _table_stem(spec: str) -> str:
+    name = spec[len(TABLE_PREFIX) :]
+    stem = models.resolve_checkpoint(name)
+    if models.load_card(stem).kind != "logits":
+        raise KdvizError(
+            f"{name!r} is a model, not a table of logits; pick a dataset for it in the sidebar."
+        )
+    return str(stem)
+
+
+def source(spec: str, split: str) -> DataSource:
+    """The rows a view works on (cheap: the dataset and the table are cached)."""
+    if not is_table(spec):
+        ds = dataset(spec, split)
+        return DataSource(ds.spec, ds.split, ds.labels, ds.class_names, ds)
+    stem = _table_stem(spec)
+    found = table(stem, stem_mtime(stem))
+    if found.labels is None:
+        raise KdvizError(
+            f"The logits table {spec[len(TABLE_PREFIX) :]!r} has no labels, so it cannot stand "
+            "alone; pick the dataset its rows belong to, or import it again with labels."
+        )
+    return DataSource(spec, TABLE_SPLIT, found.labels, tuple(found.class_names), None)
+
+
+def _table_on(stem: str, mtime: float, src: DataSource) -> torch.Tensor:
+    """A logits checkpoint's table as the logits of ``src``'s rows, or KdvizError."""
+    found = table(stem, mtime)
+    name = Path(stem).name
+    rows, classes = found.logits.shape
+    where = src.spec if src.dataset is None else f"the {src.split} split of {src.spec!r}"
+    if rows != src.rows or classes != len(src.class_names):
+        raise KdvizError(
+            f"The logits table {name!r} has {rows:,} rows of {classes} classes but {where} has "
+            f"{src.rows:,} of {len(src.class_names)}; pick data with the same rows."
+        )
+    if found.labels is not None and not torch.equal(found.labels, src.labels):
+        wrong = int((found.labels != src.labels).sum())
+        raise KdvizError(
+            f"The logits table {name!r} has labels that differ from {where} in {wrong:,} rows, "
+            "so its rows are other images; pick the data they were computed on."
+        )
+    return found.logits
+
+
 @st.cache_resource(
     max_entries=16, show_spinner="Computing logits (once per checkpoint and dataset)…"
 )
 def logits(stem: str, mtime: float, spec: str, split: str) -> torch.Tensor:
-    """(N, K) logits; the engine also caches them on disk, keyed by the weights' hash."""
+    """(N, K) logits; the engine also caches them on disk, keyed by the weights' hash. A
+    "logits" checkpoint gives its table when its rows are these rows."""
+    src = source(spec, split)
+    if models.load_card(stem).kind == "logits":
+        return _table_on(stem, mtime, src)
+    if src.dataset is None:
+        raise KdvizError(
+            f"{Path(stem).name!r} is a model and needs images, but {spec!r} is a table of "
+            "logits; pick a dataset in the sidebar."
+        )
     model, card = checkpoint(stem, mtime)
     torch.set_num_threads(_CORES)
     try:
-        return engine.model_logits(model, card, dataset(spec, split))
+        return engine.model_logits(model, card, src.dataset)
     finally:
         torch.set_num_threads(1)
 
@@ -125,7 +236,7 @@ def similarity(
     stem: str, mtime: float, spec: str, split: str, temperature: float
 ) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """(mean soft-target matrix at T, cluster order, dendrogram) of one model."""
-    ds = dataset(spec, split)
+    ds = source(spec, split)
     matrix = analysis.similarity_matrix(
         logits(stem, mtime, spec, split), ds.labels, temperature, ds.class_names
     )
@@ -135,7 +246,7 @@ def similarity(
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def confusion(stem: str, mtime: float, spec: str, split: str) -> pd.DataFrame:
-    ds = dataset(spec, split)
+    ds = source(spec, split)
     return analysis.confusion_frame(logits(stem, mtime, spec, split), ds.labels, ds.class_names)
 
 
@@ -143,7 +254,7 @@ def confusion(stem: str, mtime: float, spec: str, split: str) -> pd.DataFrame:
 def calibration_temperature(stem: str, mtime: float, spec: str, split: str) -> float:
     from kdviz import soft
 
-    ds = dataset(spec, split)
+    ds = source(spec, split)
     return soft.calibration_temperature(logits(stem, mtime, spec, split), ds.labels)
 
 
@@ -152,7 +263,7 @@ def metrics(
     teacher: tuple[str, float], student: tuple[str, float], spec: str, split: str
 ) -> pd.DataFrame:
     """The measures that do not depend on T (the page adds KL at T: analysis.with_kl)."""
-    ds = dataset(spec, split)
+    ds = source(spec, split)
     calib = {
         analysis.TEACHER: calibration_temperature(*teacher, spec, split),
         analysis.STUDENT: calibration_temperature(*student, spec, split),
@@ -174,7 +285,7 @@ def per_class(
     split: str,
     temperature: float,
 ) -> pd.DataFrame:
-    ds = dataset(spec, split)
+    ds = source(spec, split)
     return analysis.per_class_frame(
         logits(*teacher, spec, split),
         logits(*student, spec, split),
@@ -188,7 +299,7 @@ def per_class(
 def embedding(
     stem: str, mtime: float, spec: str, split: str, temperature: float, method: str, max_points: int
 ) -> pd.DataFrame:
-    ds = dataset(spec, split)
+    ds = source(spec, split)
     return analysis.soft_target_embedding(
         logits(stem, mtime, spec, split),
         ds.labels,
@@ -210,10 +321,11 @@ def animation_figure(
     log_y: bool,
 ) -> go.Figure:
     """The Plotly-slider figure (27 frames: slow to build, so built once; never mutated)."""
-    ds = dataset(spec, split)
+    ds = source(spec, split)
     rows = {
         analysis.TEACHER: logits(*teacher, spec, split)[index],
         analysis.STUDENT: logits(*student, spec, split)[index],
     }
     frame = analysis.soft_target_grid_frame(rows, analysis.TEMPERATURE_GRID, ds.class_names)
     return plots.soft_target_animation(frame, active_temperature=temperature, log_y=log_y)
+

@@ -15,10 +15,10 @@ import streamlit as st
 import torch
 from plotly.basedatatypes import BaseFigure
 
-from kdviz import analysis, data, engine, plots
+from kdviz import analysis, data, plots
 from kdviz.errors import KdvizError
 from kdviz.models import ModelCard
-from kdviz.ui import PAGES, cache
+from kdviz.ui import PAGES, cache, own_data
 
 DEFAULT_DATASET = "mnist5k"
 DEFAULT_SPLIT = "test"
@@ -28,6 +28,7 @@ DEFAULT_STUDENT = "mnist5k-mlp800-distilled"
 # Widget keys, which are also the URL's query parameters.
 KEY_T, KEY_DATASET, KEY_SPLIT = "T", "dataset", "split"
 KEY_TEACHER, KEY_STUDENT = "teacher", "student"
+KEY_SHOW_ALL = "all_checkpoints"
 
 HOW_TO_MAKE_CHECKPOINTS = (
     "No checkpoint was found, so there is nothing to explore yet. Build the shipped ones with "
@@ -78,9 +79,12 @@ def _use_custom_dataset() -> None:
         st.session_state[KEY_DATASET] = spec
 
 
-def dataset_options() -> list[str]:
-    """Named datasets, plus the folder/IDX spec in use (from the URL or typed in)."""
+def dataset_options(checkpoints: Sequence[tuple[str, str, ModelCard]] = ()) -> list[str]:
+    """Named datasets, the user's uploads, tables of imported logits ("logits:NAME"), plus the
+    folder/IDX spec in use (from the URL or typed in)."""
     named = [s for s in data.list_datasets() if ":" not in s]
+    named += own_data.list_uploaded_datasets()
+    named += [cache.TABLE_PREFIX + n for n, _, card in checkpoints if card.kind == "logits"]
     current = st.session_state.get(KEY_DATASET) or st.query_params.get(KEY_DATASET)
     if current and current not in named:
         named.append(str(current))
@@ -91,13 +95,14 @@ def default_checkpoints(
     checkpoints: Sequence[tuple[str, str, ModelCard]], spec: str
 ) -> tuple[str, str]:
     """(teacher, student) display names: the shipped pair for the dataset when present, else
-    checkpoints trained on it, else the first ones."""
+    checkpoints trained on it, else the first ones. ``checkpoints`` should be those that fit."""
     names = [name for name, _, _ in checkpoints]
     on_data = [name for name, _, card in checkpoints if card.dataset == spec] or names
+    table = spec[len(cache.TABLE_PREFIX) :] if cache.is_table(spec) else ""
     teacher = next(
         (
             n
-            for n in (DEFAULT_TEACHER if spec == DEFAULT_DATASET else "", f"{spec}-teacher")
+            for n in (DEFAULT_TEACHER if spec == DEFAULT_DATASET else "", f"{spec}-teacher", table)
             if n in names
         ),
         next((n for n in on_data if "teacher" in n), on_data[0]),
@@ -116,10 +121,100 @@ def default_checkpoints(
 
 def _describe(card: ModelCard) -> str:
     acc = card.metrics.get("test_accuracy", card.metrics.get("accuracy"))
-    parts = [card.arch or card.kind, f"trained on {card.dataset or '?'}"]
+    what = {"onnx": "ONNX model", "logits": "logits table"}.get(card.kind, card.arch or card.kind)
+    parts = [what, f"on {card.dataset}" if card.dataset else "data unknown"]
+    if card.kind in ("model", "ensemble"):
+        parts[1] = f"trained on {card.dataset or '?'}"
     if isinstance(acc, (int, float)):
         parts.append(f"test accuracy {100 * acc:.1f}%")
     return " · ".join(parts)
+
+
+# ------------------------------------------------------------------ which checkpoints fit
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a checkpoint must fit: the chosen data's classes, image shape and rows."""
+
+    num_classes: int
+    in_shape: tuple[int, int, int] | None  # None: a table of logits, no images
+    rows: int
+
+    @classmethod
+    def of(cls, src: cache.DataSource) -> Target:
+        return cls(len(src.class_names), src.in_shape, src.rows)
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "×".join(str(int(v)) for v in shape) or "?"
+
+
+def misfit(card: ModelCard, stem: str, target: Target) -> str:
+    """Why a checkpoint cannot be used on the target data ("100 classes vs 10"), "" if it can."""
+    if card.num_classes != target.num_classes:
+        return f"{card.num_classes} classes vs {target.num_classes}"
+    if card.kind == "logits":
+        rows = cache.table_rows(stem, cache.stem_mtime(stem))
+        return "" if rows == target.rows else f"{rows:,} rows vs {target.rows:,}"
+    if target.in_shape is None:
+        return "a model needs images; this data is a table of logits"
+    if tuple(card.in_shape) != tuple(target.in_shape):
+        return f"input {_shape(card.in_shape)} vs {_shape(target.in_shape)}"
+    return ""
+
+
+def _source(spec: str, split: str) -> cache.DataSource | None:
+    """The chosen data; None when it cannot load (the page says why)."""
+    try:
+        return cache.source(spec, split)
+    except KdvizError:
+        return None
+
+
+def _checkpoint_pickers(checkpoints, spec: str, target: Target | None) -> None:
+    """Teacher and student selectboxes that list only what fits the data ("Show all" lists the
+    rest, marked with the reason); a choice that no longer fits is replaced by a default."""
+    cards = {name: (stem, card) for name, stem, card in checkpoints}
+    reasons = {n: misfit(card, stem, target) if target else "" for n, (stem, card) in cards.items()}
+    fitting = [c for c in checkpoints if not reasons[c[0]]]
+    show_all = bool(st.session_state.get(KEY_SHOW_ALL))
+    if not fitting:
+        st.warning(
+            "No checkpoint fits this data; add a model under “Your own data”, or train one with "
+            f"`kdviz train --dataset {spec}`.",
+            icon=":material/warning:",
+        )
+    defaults = default_checkpoints(fitting or checkpoints, spec)
+    roles = ((KEY_TEACHER, "Teacher"), (KEY_STUDENT, "Student"))
+    for (key, label), default in zip(roles, defaults, strict=True):
+        # trained on the chosen data first, then the rest; the ones that do not fit last
+        listed = [n for n, _, _ in (checkpoints if show_all else fitting)] or [default]
+        listed.sort(key=lambda n: (bool(reasons[n]), cards[n][1].dataset != spec))
+        asked = st.query_params.get(key)
+        if asked and key not in st.session_state and asked not in listed:
+            why = f"does not fit this data ({reasons[asked]})" if asked in cards else "is not here"
+            st.warning(f"The link asks for checkpoint {asked!r}, which {why}; showing {default!r}.")
+        if st.session_state.get(key) is not None and st.session_state[key] not in listed:
+            st.session_state[key] = default  # e.g. the dataset changed under it
+        chosen = st.selectbox(
+            label,
+            listed,
+            index=listed.index(default) if default in listed else 0,
+            key=key,
+            bind="query-params",
+            format_func=lambda n: f"{n} — incompatible: {reasons[n]}" if reasons.get(n) else n,
+        )
+        if chosen in cards:
+            st.caption(_describe(cards[chosen][1]))
+    hidden = len(checkpoints) - len(fitting)
+    st.toggle(
+        f"Show all checkpoints ({hidden} do not fit)" if hidden else "Show all checkpoints",
+        key=KEY_SHOW_ALL,
+        disabled=not hidden and not show_all,
+        help="The pickers list only checkpoints whose classes, input shape (or rows, for a "
+        "table of logits) fit the chosen data. This lists the others too, with the reason.",
+    )
 
 
 # Less empty space above the page title, so the first chart shows without scrolling.
@@ -128,10 +223,48 @@ _STYLE = """<style>
 </style>"""
 
 
+def _data_pickers(checkpoints) -> tuple[str, str]:
+    """The Dataset and Split selectboxes and a caption about them; (spec, split)."""
+    specs = dataset_options(checkpoints)
+    left, right = st.columns([3, 2])
+    spec = left.selectbox(
+        "Dataset",
+        specs,
+        index=specs.index(DEFAULT_DATASET) if DEFAULT_DATASET in specs else 0,
+        key=KEY_DATASET,
+        bind="query-params",
+        help="A named dataset, your uploads (folder:…/uploads/…), or an imported table of "
+        "logits (logits:NAME, no images).",
+    )
+    table = cache.is_table(spec)
+    split = right.selectbox(
+        "Split",
+        data.SPLITS,
+        index=data.SPLITS.index(DEFAULT_SPLIT),
+        key=KEY_SPLIT,
+        bind="query-params",
+        disabled=table,
+        help="A table of logits has one set of rows." if table else None,
+    )
+    upload = own_data.upload_of(spec)
+    if table:
+        st.caption(
+            f"The rows of the logits table {spec[len(cache.TABLE_PREFIX) :]!r}, with its labels "
+            "and class names; no images."
+        )
+    elif spec.startswith("folder:"):
+        meta = own_data.read_meta(upload) if upload else {}
+        if meta:
+            st.caption(f"Your upload {meta.get('file', '')}, {meta.get('classes', '?')} classes.")
+        st.caption(own_data.split_note(spec, split))
+    return spec, (cache.TABLE_SPLIT if table else split)
+
+
 def sidebar() -> None:
     """The shared controls. Called by app.py on every run, before the page."""
     st.html(_STYLE)
     cache.use_one_thread()
+    own_data.apply_pending()
     checkpoints = cache.checkpoint_list()
     with st.sidebar:
         st.select_slider(
@@ -156,52 +289,26 @@ def sidebar() -> None:
             icon=":material/undo:",
         )
         st.divider()
-        specs = dataset_options()
-        left, right = st.columns([3, 2])
-        left.selectbox(
-            "Dataset",
-            specs,
-            index=specs.index(DEFAULT_DATASET) if DEFAULT_DATASET in specs else 0,
-            key=KEY_DATASET,
-            bind="query-params",
-        )
-        right.selectbox(
-            "Split",
-            data.SPLITS,
-            index=data.SPLITS.index(DEFAULT_SPLIT),
-            key=KEY_SPLIT,
-            bind="query-params",
-        )
-        with st.expander("Your own images"):
-            st.text_input(
-                "Dataset spec",
-                key="dataset_custom",
-                placeholder="folder:/path/to/classes or idx:/path",
-                on_change=_use_custom_dataset,
-                help="A folder with one sub-folder per class, or a folder of MNIST-style IDX files.",
-            )
+        spec, split = _data_pickers(checkpoints)
+        src = _source(spec, split)
+        with st.expander("Your own data", expanded=own_data.pending_model() is not None):
+            own_data.render(src.dataset if src else None)
+            _custom_spec_input()
         if not checkpoints:
             st.info("No checkpoints yet: see the page for how to make one.")
             return
-        spec = st.session_state.get(KEY_DATASET, DEFAULT_DATASET)
-        names = [name for name, _, _ in checkpoints]
-        cards = {name: card for name, _, card in checkpoints}
-        # checkpoints trained on the chosen dataset first
-        ordered = sorted(names, key=lambda n: cards[n].dataset != spec)
-        teacher, student = default_checkpoints(checkpoints, spec)
-        for key, label, default in (
-            (KEY_TEACHER, "Teacher", teacher),
-            (KEY_STUDENT, "Student", student),
-        ):
-            asked = st.query_params.get(key)
-            if asked and asked not in names and key not in st.session_state:
-                st.warning(
-                    f"The link asks for checkpoint {asked!r}, which is not here; showing {default!r}."
-                )
-            chosen = st.selectbox(
-                label, ordered, index=ordered.index(default), key=key, bind="query-params"
-            )
-            st.caption(_describe(cards[chosen]))
+        _checkpoint_pickers(checkpoints, spec, Target.of(src) if src else None)
+
+
+def _custom_spec_input() -> None:
+    st.text_input(
+        "Or a folder on the server",
+        key="dataset_custom",
+        placeholder="folder:/path/to/classes or idx:/path",
+        on_change=_use_custom_dataset,
+        help="A folder with one sub-folder per class, or a folder of MNIST-style IDX files, on "
+        "the machine that runs kdviz (under KDVIZ_HOME or a `kdviz app --data` folder).",
+    )
 
 
 # --------------------------------------------------------------------------- the view
@@ -209,7 +316,7 @@ def sidebar() -> None:
 
 @dataclass(frozen=True)
 class Model:
-    """A loaded checkpoint on the current data."""
+    """A checkpoint (a model, an ONNX file or a table of logits) on the current data."""
 
     name: str  # display name
     stem: str  # stem path
@@ -224,28 +331,21 @@ class Model:
 
 @dataclass(frozen=True)
 class View:
-    """What every page works on: the data, the two models and the temperature."""
+    """What every page works on: the rows (labels, class names, images when there are any),
+    the two models' logits on them and the temperature."""
 
-    dataset: data.Dataset
+    spec: str  # the data: a dataset spec, or "logits:NAME" for a table of logits
+    split: str  # "train" | "val" | "test", or cache.TABLE_SPLIT for a table
+    labels: torch.Tensor  # (N,) int64
+    class_names: tuple[str, ...]
+    dataset: data.Dataset | None  # None: a table of logits, no images
     teacher: Model
     student: Model
     temperature: float
 
     @property
-    def spec(self) -> str:
-        return self.dataset.spec
-
-    @property
-    def split(self) -> str:
-        return self.dataset.split
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return self.dataset.labels
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.dataset.class_names
+    def has_images(self) -> bool:
+        return self.dataset is not None
 
     @property
     def t_label(self) -> str:
@@ -255,14 +355,20 @@ class View:
         return {analysis.TEACHER: self.teacher.logits, analysis.STUDENT: self.student.logits}
 
 
-def _load_model(name: str, checkpoints, ds: data.Dataset) -> Model:
+def _load_model(name: str, checkpoints, src: cache.DataSource) -> Model:
     found = {n: (stem, card) for n, stem, card in checkpoints}
     if name not in found:
         raise KdvizError(f"The checkpoint {name!r} is gone; pick another in the sidebar.")
     stem, card = found[name]
-    engine.check_compatible(card, ds)
+    why = misfit(card, stem, Target.of(src))
+    if why:
+        where = "this table of logits" if src.dataset is None else f"{src.spec} ({src.split})"
+        raise KdvizError(
+            f"{name!r} does not fit {where}: {why}; pick a checkpoint listed without "
+            "“incompatible”."
+        )
     mtime = cache.stem_mtime(stem)
-    return Model(name, stem, mtime, card, cache.logits(stem, mtime, ds.spec, ds.split))
+    return Model(name, stem, mtime, card, cache.logits(stem, mtime, src.spec, src.split))
 
 
 DOWNLOADABLE = ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")  # torchvision's
@@ -282,6 +388,14 @@ def _offer_download(spec: str, split: str, err: KdvizError) -> None:
         st.rerun()
 
 
+def _check_pair(teacher: Model, student: Model) -> None:
+    if teacher.logits.shape != student.logits.shape:
+        raise KdvizError(
+            f"The teacher has {tuple(teacher.logits.shape)} logits (rows, classes) but the "
+            f"student {tuple(student.logits.shape)}; pick two with the same rows and classes."
+        )
+
+
 def load_view() -> View | None:
     """The current view, or None after showing on the page why there is none (no checkpoint, a
     dataset that cannot load, a checkpoint that does not fit the data)."""
@@ -294,24 +408,30 @@ def load_view() -> View | None:
     split = state.get(KEY_SPLIT, DEFAULT_SPLIT)
     try:
         try:
-            ds = cache.dataset(spec, split)
+            src = cache.source(spec, split)
         except KdvizError as err:
             if spec in DOWNLOADABLE:
                 _offer_download(spec, split, err)
                 return None
             raise
-        if len(ds) == 0:
+        if src.rows == 0:
             raise KdvizError(
                 f"The {split} split of {spec!r} has no images; pick another split or dataset."
             )
-        default_teacher, default_student = default_checkpoints(checkpoints, ds.spec)
-        teacher = _load_model(state.get(KEY_TEACHER, default_teacher), checkpoints, ds)
-        student = _load_model(state.get(KEY_STUDENT, default_student), checkpoints, ds)
+        default_teacher, default_student = default_checkpoints(checkpoints, src.spec)
+        teacher = _load_model(state.get(KEY_TEACHER) or default_teacher, checkpoints, src)
+        student = _load_model(state.get(KEY_STUDENT) or default_student, checkpoints, src)
+        _check_pair(teacher, student)
     except KdvizError as err:
         st.error(str(err), icon=":material/error:")
         return None
     temperature = analysis.snap_temperature(state.get(KEY_T, 1.0))
-    return View(ds, teacher, student, temperature)
+    return View(
+        src.spec, src.split, src.labels, src.class_names, src.dataset, teacher, student, temperature
+    )
+
+
+NO_IMAGES_NOTE = "These logits came without images, so the image panes are hidden."
 
 
 def render_with_view(body: Callable[[View], None]) -> None:
