@@ -149,7 +149,7 @@ def export_onnx(
     }
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".kdviz-export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        _torch_export(model, tuple(card.in_shape), fp32, opset)
+        _torch_export(model, tuple(card.in_shape), fp32, opset, card.arch)
         final = fp32
         if precision == "int8":
             final = Path(tmp) / "int8.onnx"
@@ -165,7 +165,9 @@ def _model_hash(model: nn.Module) -> str:
     return weights_hash(model)
 
 
-def _torch_export(model: nn.Module, in_shape: tuple[int, int, int], path: Path, opset: int) -> None:
+def _torch_export(
+    model: nn.Module, in_shape: tuple[int, int, int], path: Path, opset: int, arch: str = "model"
+) -> None:
     example = torch.zeros(2, *in_shape)  # (2, C, H, W): a batch of 2 so no size-1 axis is baked in
     with warnings.catch_warnings():  # dynamo=False (the TorchScript exporter) warns it is legacy
         warnings.simplefilter("ignore")
@@ -182,9 +184,10 @@ def _torch_export(model: nn.Module, in_shape: tuple[int, int, int], path: Path, 
                 do_constant_folding=True,
             )
         except Exception as err:  # the exporter raises many types for unsupported operators
+            why = str(err).splitlines()[0].split(". Please")[0].removeprefix("Unsupported: ")
             raise KdvizError(
-                f"PyTorch could not export this model to ONNX opset {opset} "
-                f"({str(err).splitlines()[0][:160]}); try another --opset."
+                f"PyTorch cannot export {arch!r} to ONNX opset {opset} ({why[:160]}); export a "
+                "checkpoint of another architecture."
             ) from err
 
 
@@ -295,6 +298,10 @@ def read_onnx_card(path: str | Path) -> dict[str, Any]:
         raise _refuse(path, f"it does not parse: {type(err).__name__}") from err
     if not model.graph.node or not model.graph.input or not model.graph.output:
         raise _refuse(path, "it has no graph")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise _refuse(path, f"it fails ONNX's checker: {str(err).splitlines()[0][:120]}") from err
     value = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
     if value is None:
         return {}
@@ -499,8 +506,8 @@ def _more_or_less(ratio: float, more: str, less: str) -> str:
 
 
 def summary_sentence(teacher: dict[str, Any], student: dict[str, Any], who: str = "student") -> str:
-    """ "The student is Nx smaller and Mx faster than the teacher, at X points of accuracy" from
-    two rows of compress_frame (latency at batch 1)."""
+    """ "The student (NAME) is Nx smaller and Mx faster than the teacher (NAME), at X points less
+    accuracy" from two rows of compress_frame (latency at batch 1)."""
     size = _more_or_less(teacher["size_bytes"] / student["size_bytes"], "smaller", "larger")
     speed = _more_or_less(teacher["latency_b1_ms"] / student["latency_b1_ms"], "faster", "slower")
     points = 100 * (student["accuracy"] - teacher["accuracy"])
@@ -510,7 +517,8 @@ def summary_sentence(teacher: dict[str, Any], student: dict[str, Any], who: str 
         cost = f"at {abs(points):.1f} points {'less' if points < 0 else 'more'} accuracy"
     what = " and ".join(p for p in (size, f"{speed} at batch 1" if speed else "") if p)
     return (
-        f"The {who} is {what} than the teacher, {cost} "
+        f"The {who} ({student['model']}, {student['precision']}) is {what} than the teacher "
+        f"({teacher['model']}, {teacher['precision']}), {cost} "
         f"({100 * student['accuracy']:.1f}% vs {100 * teacher['accuracy']:.1f}%)."
     )
 
