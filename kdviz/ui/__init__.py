@@ -33,6 +33,7 @@ PAGES: list[PageSpec] = [
     PageSpec(
         "teacher_student.py", "Teacher vs student", "teacher-vs-student", ":material/compare:"
     ),
+    PageSpec("compress.py", "Compress", "compress", ":material/compress:"),
     PageSpec("distill.py", "Distill", "distill", ":material/model_training:"),
     PageSpec("runs_page.py", "Runs", "runs", ":material/history:"),
     PageSpec("experiments_page.py", "Experiments lab", "experiments", ":material/science:"),
