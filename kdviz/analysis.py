@@ -105,20 +105,41 @@ def soft_target_frame(
 
 
 def temperature_curve_frame(
-    logits: Tensor, temperatures: Sequence[float] | np.ndarray, class_names: Sequence[str]
+    logits: Tensor,
+    temperatures: Sequence[float] | np.ndarray,
+    class_names: Sequence[str],
+    classes: Sequence[int] | np.ndarray | None = None,
+    rest: bool = False,
 ) -> pd.DataFrame:
     """Each class's probability as T moves, for one image's (K,) logits.
 
+    Args:
+        classes: only these class indices (all when None), e.g. the top k at many classes.
+        rest: with ``classes``, one more class named kdviz.scale.rest_label(K - k) holding the
+            probability of all the others, so each temperature still sums to 1.
+
     Returns:
-        long frame: temperature, class, probability (M * K rows).
+        long frame: temperature, class, probability (M * K rows, or M * k (+ M) with classes).
     """
     temps = np.asarray(temperatures, dtype=np.float64)
     probs = _np(soft.temperature_curve(logits.double(), torch.from_numpy(temps)))  # (M, K)
+    names = np.asarray(class_names, dtype=object)
+    if classes is not None:
+        idx = np.asarray(classes, dtype=np.int64)
+        shown = probs[:, idx]  # (M, k)
+        names = names[idx]
+        if rest:
+            from kdviz.scale import rest_label
+
+            others = np.clip(1.0 - shown.sum(axis=1, keepdims=True), 0.0, None)  # (M, 1)
+            shown = np.hstack([shown, others])
+            names = np.append(names, rest_label(probs.shape[1] - len(idx)))
+        probs = shown
     k = probs.shape[1]
     return pd.DataFrame(
         {
             "temperature": np.repeat(temps, k),
-            "class": np.tile(np.asarray(class_names, dtype=object), len(temps)),
+            "class": np.tile(names, len(temps)),
             "probability": probs.reshape(-1),
         }
     )
@@ -153,15 +174,21 @@ def soft_target_grid_frame(
     logits: Mapping[str, Tensor],
     temperatures: Sequence[float] = TEMPERATURE_GRID,
     class_names: Sequence[str] = (),
+    classes: Sequence[int] | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One image's distribution at every slider temperature, per model (for an animation).
+
+    Args:
+        classes: only these classes plus one for the rest (see temperature_curve_frame).
 
     Returns:
         long frame: model, temperature, class, probability.
     """
     parts = []
     for model, row in logits.items():
-        curve = temperature_curve_frame(row, temperatures, class_names)
+        curve = temperature_curve_frame(
+            row, temperatures, class_names, classes, rest=classes is not None
+        )
         curve.insert(0, "model", model)
         parts.append(curve)
     return pd.concat(parts, ignore_index=True)
@@ -199,8 +226,12 @@ def gallery_indices(
     n: int = 12,
     class_index: int = 0,
     seed: int = 0,
+    teacher_top_p: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of up to ``n`` images for a gallery mode (see GALLERY_MODES).
+
+    ``teacher_top_p``: (N,) the teacher's top probability per image at T when already known
+    (kdviz.scale.ClassMeansGrid.top_probability), so "dark" need not soften the whole table.
 
     "class": images of ``class_index`` (seeded shuffle); "random": a seeded sample;
     "dark": the largest teacher mass off the argmax at T; "disagree": teacher and student top-1
@@ -217,7 +248,10 @@ def gallery_indices(
         members = np.flatnonzero(_np(labels) == class_index)
         return np.sort(rng.permutation(members)[:n])
     if mode == "dark":
-        dark = soft.dark_mass(soft.soften(teacher_logits, temperature))  # (N,)
+        if teacher_top_p is not None:
+            dark = 1.0 - torch.as_tensor(teacher_top_p, dtype=torch.float64)  # (N,)
+        else:
+            dark = soft.dark_mass(soft.soften(teacher_logits, temperature))  # (N,)
         return _np(torch.topk(dark, min(n, count)).indices)  # largest first
     if mode == "disagree":
         differ = teacher_logits.argmax(-1) != student_logits.argmax(-1)  # (N,)
@@ -537,7 +571,9 @@ def with_kl(
 ) -> pd.DataFrame:
     """A metrics frame with the row KL(teacher || student) at T (mean over images) after
     Top-1 agreement."""
-    kl = float(soft.kl_divergence(teacher_logits, student_logits, temperature).mean())
+    from kdviz.scale import mean_kl  # chunked: 50,000 x 1,000 logits stay one copy
+
+    kl = mean_kl(teacher_logits, student_logits, temperature)
     row = pd.DataFrame({TEACHER: [math.nan], STUDENT: [kl]}, index=[kl_label(temperature)])
     at = list(frame.index).index("Top-1 agreement") + 1 if "Top-1 agreement" in frame.index else 0
     out = pd.concat([frame.iloc[:at], row, frame.iloc[at:]])
@@ -576,8 +612,7 @@ def per_class_frame(
         frame: class, images, teacher_accuracy, student_accuracy, agreement, kl,
         teacher_p_true (mean at T), tckd, nckd, weight (1 - p_t), weighted_nckd.
     """
-    parts = soft.dkd_parts(teacher_logits, student_logits, labels, temperature)  # (N,) each
-    p_true = soft.soften(teacher_logits, temperature).gather(-1, labels.clamp(min=0)[:, None])[:, 0]
+    parts, p_true = _dkd_per_image(teacher_logits, student_logits, labels, temperature)
     t_right = (teacher_logits.argmax(-1) == labels).double()
     s_right = (student_logits.argmax(-1) == labels).double()
     agree = (teacher_logits.argmax(-1) == student_logits.argmax(-1)).double()
@@ -602,6 +637,28 @@ def per_class_frame(
     grouped["images"] = grouped["images"].fillna(0).astype(int)
     grouped.insert(0, "class", list(class_names))
     return grouped.reset_index(drop=True)
+
+
+def _dkd_per_image(
+    teacher_logits: Tensor, student_logits: Tensor, labels: Tensor, temperature: float
+) -> tuple[dict[str, Tensor], Tensor]:
+    """soft.dkd_parts and the teacher's p(true class) at T per image, 4,096 rows at a time (a
+    50,000 x 1,000 table would otherwise make several full-size temporaries)."""
+    chunk = 4096
+    pieces: list[dict[str, Tensor]] = []
+    p_true = []
+    for s in range(0, len(labels), chunk):
+        t, st, y = (
+            teacher_logits[s : s + chunk],
+            student_logits[s : s + chunk],
+            labels[s : s + chunk],
+        )
+        pieces.append(soft.dkd_parts(t, st, y, temperature))  # (n,) each
+        p_true.append(soft.soften(t, temperature).gather(-1, y.clamp(min=0)[:, None])[:, 0])
+    if not pieces:
+        return soft.dkd_parts(teacher_logits, student_logits, labels, temperature), labels.float()
+    parts = {key: torch.cat([p[key] for p in pieces]) for key in pieces[0]}
+    return parts, torch.cat(p_true)
 
 
 def disagreement_indices(

@@ -516,6 +516,9 @@ def matrix_heatmap(
     dendrogram: pd.DataFrame | None = None,
     selected: tuple[str, str] | None = None,
     clickable: bool = False,
+    click_diagonal: bool = False,
+    click_hint: str = "click to show these images",
+    light_cells: bool = False,
     height: int = 470,
 ) -> go.Figure:
     """A class-by-class heatmap (rows: true class, top to bottom; columns: class).
@@ -528,6 +531,11 @@ def matrix_heatmap(
         dendrogram: analysis.cluster_order's frame (segment, x, y), drawn above the columns.
         selected: a (row, column) cell to outline.
         clickable: add an invisible marker per cell so a click selects it in Streamlit.
+        click_diagonal: with ``clickable``, cells whose row and column share a name can be
+            clicked too (e.g. the diagonal blocks of a block overview).
+        click_hint: the last line of a clickable cell's hover text.
+        light_cells: the click markers carry only the value as customdata (a clicked point's
+            row and column are its y and x): a 50 x 50 tile encodes several times faster.
     """
     rows, cols = [str(r) for r in matrix.index], [str(c) for c in matrix.columns]
     values = matrix.to_numpy(dtype=np.float64)
@@ -607,20 +615,28 @@ def matrix_heatmap(
         showlegend=False,
         margin={"l": 70, "r": 20, "t": 50, "b": 50},
     )  # fmt: skip
+    cells: list = []
     if clickable:
         cells = [
-            (r, c, values[i, j]) for i, r in enumerate(rows) for j, c in enumerate(cols) if r != c
+            (r, c, values[i, j])
+            for i, r in enumerate(rows)
+            for j, c in enumerate(cols)
+            if click_diagonal or r != c
         ]
         value_text = (
             "%{customdata[2]:.0f} images" if kind == "count" else "mean p = %{customdata[2]:.3g}"
         )
+        if light_cells:
+            data.append(_light_cells(cells, row_name, col_name, kind, click_hint, len(cols)))
+            cells = []
+    if clickable and cells:
         data.append(
             {
                 "type": "scatter", "x": [c for _, c, _ in cells], "y": [r for r, _, _ in cells],
                 "customdata": [[r, c, v] for r, c, v in cells], "mode": "markers", "name": "cells",
                 "marker": {"size": max(8, int(340 / max(len(cols), 1))), "opacity": 0.0, "symbol": "square"},
                 "hovertemplate": f"{row_name} %{{customdata[0]}}<br>{col_name} %{{customdata[1]}}<br>"
-                + value_text + "<br>click to show these images<extra></extra>",
+                + value_text + f"<br>{click_hint}<extra></extra>",
             }
         )  # fmt: skip
     if has_diag:
@@ -675,6 +691,18 @@ def matrix_heatmap(
             }
         ]  # fmt: skip
     return _figure(data, layout)
+
+
+def _light_cells(cells, row_name: str, col_name: str, kind: str, hint: str, n_cols: int) -> dict:
+    value = "%{customdata:.0f} images" if kind == "count" else "mean p = %{customdata:.3g}"
+    return {
+        "type": "scatter", "mode": "markers", "name": "cells",
+        "x": np.asarray([c for _, c, _ in cells], dtype=object),
+        "y": np.asarray([r for r, _, _ in cells], dtype=object),
+        "customdata": np.asarray([v for _, _, v in cells], dtype=np.float64),
+        "marker": {"size": max(8, int(340 / max(n_cols, 1))), "opacity": 0.0, "symbol": "square"},
+        "hovertemplate": f"{row_name} %{{y}}<br>{col_name} %{{x}}<br>{value}<br>{hint}<extra></extra>",
+    }  # fmt: skip
 
 
 def similarity_graph(nodes: pd.DataFrame, links: pd.DataFrame, *, title: str) -> go.Figure:

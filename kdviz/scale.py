@@ -9,8 +9,10 @@ Shapes: N images, K classes, B classes per block.
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -187,9 +189,12 @@ class ClassMeansGrid:
         self._means: dict[float, np.ndarray] = {}  # T -> (K, K) float32
         self._top: dict[float, np.ndarray] = {}  # T -> (N,) float32
         self._orders: dict[float, np.ndarray] = {}  # T -> (K,) int64
+        self._blocks: dict[tuple[float, int], np.ndarray] = {}  # (T, B) -> (n, n) float64
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self.done = threading.Event()
+        _LIVE.add(self)
 
     def start(self, first: float = 1.0) -> ClassMeansGrid:
         """Start the background sweep once (later calls do nothing); returns self."""
@@ -204,10 +209,19 @@ class ClassMeansGrid:
     def _run(self, first: float) -> None:
         try:
             for t in sorted(self.temperatures, key=lambda t: abs(math.log(t / first))):
+                if self._stop.is_set():
+                    return
                 self._compute(t)
                 self.order(t)
         finally:
             self.done.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the background sweep after the temperature it is on, and wait for it."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def ready(self) -> int:
         """How many temperatures are stored."""
@@ -237,6 +251,15 @@ class ClassMeansGrid:
             self._compute(t)
         return self._top[t]
 
+    def blocks(self, t: float, block: int = BLOCK) -> np.ndarray:
+        """block_average of the clustered matrix at T, computed once per (T, block)."""
+        key = (float(t), block)
+        if key not in self._blocks:
+            averages = block_average(self.matrix(t), self.order(t), block)
+            with self._lock:
+                self._blocks.setdefault(key, averages)
+        return self._blocks[key]
+
     def order(self, t: float) -> np.ndarray:
         """(K,) class indices in clustered order at T, computed once per T."""
         t = float(t)
@@ -245,6 +268,17 @@ class ClassMeansGrid:
             with self._lock:
                 self._orders.setdefault(t, order)
         return self._orders[t]
+
+
+_LIVE: weakref.WeakSet[ClassMeansGrid] = weakref.WeakSet()
+
+
+@atexit.register
+def stop_all() -> None:
+    """Stop every background sweep (at exit: a thread inside torch when the interpreter ends
+    aborts the process)."""
+    for grid in list(_LIVE):
+        grid.stop()
 
 
 # --------------------------------------------------------------------------- tiles and blocks
@@ -361,3 +395,8 @@ def mean_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: float) 
         kl = soft.kl_divergence(teacher_logits[start:end], student_logits[start:end], temperature)
         total += float(kl.double().sum())
     return total / max(1, len(teacher_logits))
+
+
+def tile_classes(order: np.ndarray, block_index: int, block: int = BLOCK) -> np.ndarray:
+    """The class indices of one block of the clustered order."""
+    return np.asarray(order)[block_index * block : (block_index + 1) * block]

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from kdviz import analysis, data, engine, models, plots
+from kdviz import analysis, data, engine, models, plots, scale
 from kdviz.errors import KdvizError
 from kdviz.models import ModelCard
 
@@ -329,3 +329,105 @@ def animation_figure(
     frame = analysis.soft_target_grid_frame(rows, analysis.TEMPERATURE_GRID, ds.class_names)
     return plots.soft_target_animation(frame, active_temperature=temperature, log_y=log_y)
 
+
+# --------------------------------------------------------------------------- from a view's tensors
+# These take the view's logits and labels as unhashed arguments (a leading underscore: Streamlit
+# does not hash them), keyed by the model's ref and the data's spec and split instead, so they
+# work for any source of logits (a checkpoint, an imported logits table) and never hash 200 MB.
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def class_means_grid(
+    stem: str,
+    mtime: float,
+    spec: str,
+    split: str,
+    _logits: torch.Tensor,
+    _labels: torch.Tensor,
+    _first: float = 1.0,
+) -> scale.ClassMeansGrid:
+    """The model's mean soft targets over the temperature grid, swept once per (model, data) in a
+    background thread that starts at the current T (kdviz.scale.ClassMeansGrid)."""
+    return scale.ClassMeansGrid(_logits, _labels).start(first=_first)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def similarity_of(
+    stem: str,
+    mtime: float,
+    spec: str,
+    split: str,
+    temperature: float,
+    class_names: tuple[str, ...],
+    _logits: torch.Tensor,
+    _labels: torch.Tensor,
+) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+    """(mean soft-target matrix at T, cluster order, dendrogram) at a few dozen classes."""
+    matrix = analysis.similarity_matrix(_logits, _labels, temperature, class_names)
+    order, tree = analysis.cluster_order(matrix)
+    return matrix, order, tree
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def confusion_counts(
+    stem: str, mtime: float, spec: str, split: str, _logits: torch.Tensor, _labels: torch.Tensor
+) -> np.ndarray:
+    """(K, K) int64 hard-label confusion counts (rows: true class); shared, never modified."""
+    from kdviz import soft
+
+    return soft.confusion_matrix(_logits, _labels, _logits.shape[-1]).numpy()
+
+
+@st.cache_data(max_entries=12, show_spinner="Mapping the soft targets to 2-D…")
+def embedding_of(
+    stem: str,
+    mtime: float,
+    spec: str,
+    split: str,
+    temperature: float,
+    method: str,
+    max_points: int,
+    class_names: tuple[str, ...],
+    classes: tuple[int, ...] | None,
+    _logits: torch.Tensor,
+    _labels: torch.Tensor,
+) -> pd.DataFrame:
+    """analysis.soft_target_embedding, on the images of ``classes`` only when given."""
+    if classes is None:
+        return analysis.soft_target_embedding(
+            _logits, _labels, temperature, class_names, method=method, max_points=max_points
+        )
+    keep = torch.nonzero(torch.isin(_labels, torch.tensor(classes))).reshape(-1)
+    frame = analysis.soft_target_embedding(
+        _logits[keep],
+        _labels[keep],
+        temperature,
+        class_names,
+        method=method,
+        max_points=max_points,
+    )
+    frame["index"] = keep.numpy()[frame["index"].to_numpy()]  # back to the split's numbering
+    return frame
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def animation_of(
+    teacher: tuple[str, float],
+    student: tuple[str, float],
+    spec: str,
+    split: str,
+    index: int,
+    temperature: float,
+    log_y: bool,
+    classes: tuple[int, ...] | None,
+    class_names: tuple[str, ...],
+    _teacher_row: torch.Tensor,
+    _student_row: torch.Tensor,
+) -> go.Figure:
+    """The Plotly-slider figure of one image (27 frames: built once; never mutated), over
+    ``classes`` plus "the rest" when given."""
+    rows = {analysis.TEACHER: _teacher_row, analysis.STUDENT: _student_row}
+    frame = analysis.soft_target_grid_frame(
+        rows, analysis.TEMPERATURE_GRID, class_names, None if classes is None else list(classes)
+    )
+    return plots.soft_target_animation(frame, active_temperature=temperature, log_y=log_y)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-from kdviz import analysis, plots
+from kdviz import analysis, plots, scale
 from kdviz.ui import cache, shell
 
 KEY_IMAGE, KEY_GALLERY, KEY_CLASS, KEY_SCALE = "image", "gallery", "class", "scale"
@@ -39,8 +41,26 @@ def render() -> None:
     shell.render_with_view(_body)
 
 
+def has_images(view: shell.View) -> bool:
+    """Whether the view has pictures to show (an imported logits table has none)."""
+    return bool(getattr(view, "has_images", True)) and view.dataset is not None
+
+
+NO_IMAGES = (
+    "These logits came without images, so the pictures are hidden: pick an image by its number."
+)
+
+
+def _shown_classes(view: shell.View, index: int):
+    """None at a few classes (every class is drawn); else the top k classes of this image by the
+    teacher's p, the true class always among them (the same k for teacher and student)."""
+    if len(view.class_names) <= scale.MANY_CLASSES:
+        return None
+    return scale.top_classes(view.teacher.logits[index], int(view.labels[index]), scale.TOP_K)
+
+
 def _body(view: shell.View) -> None:
-    n = len(view.dataset)
+    n = len(view.labels)
     if not 0 <= int(st.session_state.get(KEY_IMAGE, 0)) < n:  # e.g. a number from a bigger dataset
         st.session_state[KEY_IMAGE] = 0
     left, right = st.columns([1, 3.2], vertical_alignment="top")
@@ -52,7 +72,7 @@ def _body(view: shell.View) -> None:
                 help=f"Any of the {n:,} images of the {view.split} split; or pick one below.",
             )
         )  # fmt: skip
-        scale = st.segmented_control(
+        scale_axis = st.segmented_control(
             "Probability axis",
             ("linear", "log"),
             default="linear",
@@ -61,12 +81,13 @@ def _body(view: shell.View) -> None:
             bind="query-params",
             help="A log axis shows the tiny probabilities of the other classes at low T.",
         )
-    with st.container(border=True):
-        _gallery(view, index)
+    if has_images(view):
+        with st.container(border=True):
+            _gallery(view, index)
     with picture:
         _picture(view, index)
     with right:
-        _bars(view, index, scale)
+        _bars(view, index, scale_axis)
     _details(view, index)
 
 
@@ -74,7 +95,10 @@ def _picture(view: shell.View, index: int) -> None:
     info = analysis.image_summary(
         index, view.labels, view.models(), view.temperature, view.class_names
     )
-    st.image(cache.image_png(view.spec, view.split, index, IMAGE_SIZE), width=IMAGE_SIZE)
+    if has_images(view):
+        st.image(cache.image_png(view.spec, view.split, index, IMAGE_SIZE), width=IMAGE_SIZE)
+    else:
+        st.caption(NO_IMAGES)
     st.markdown(
         f"True class **{info['true']}**. At T = {view.t_label}: teacher **{info['teacher_pred']}** "
         f"({info['teacher_p']:.0%}), student **{info['student_pred']}** ({info['student_p']:.0%}); "
@@ -82,22 +106,31 @@ def _picture(view: shell.View, index: int) -> None:
     )
 
 
-def _bars(view: shell.View, index: int, scale: str) -> None:
-    frame = analysis.soft_target_frame(
-        {
-            analysis.TEACHER: view.teacher.logits[index],
-            analysis.STUDENT: view.student.logits[index],
-        },
-        view.temperature,
-        view.class_names,
-    )
-    title = f"Image #{index}: teacher and student soft targets at T = {view.t_label} (ticks: T = 1)"
+def _bars(view: shell.View, index: int, scale_axis: str) -> None:
+    rows = {
+        analysis.TEACHER: view.teacher.logits[index],
+        analysis.STUDENT: view.student.logits[index],
+    }
+    classes = _shown_classes(view, index)
+    if classes is None:
+        frame = analysis.soft_target_frame(rows, view.temperature, view.class_names)
+        what = "soft targets"
+    else:
+        frame = scale.top_k_frame(rows, view.temperature, view.class_names, classes)
+        what = f"top {len(classes)} classes of {len(view.class_names):,}"
+    title = f"Image #{index}: teacher and student {what} at T = {view.t_label} (ticks: T = 1)"
     fig = shell.memo_figure(
-        ("soft_bars", view.teacher.ref, view.student.ref, view.spec, view.split, index, scale),
-        lambda: plots.soft_target_bars(frame, log_y=scale == "log", title=title),
+        ("soft_bars", view.teacher.ref, view.student.ref, view.spec, view.split, index, scale_axis),
+        lambda: plots.soft_target_bars(frame, log_y=scale_axis == "log", title=title),
     )
     plots.set_soft_targets(fig, frame, title=title)
     shell.chart(fig, key="soft_bars")
+    if classes is not None:
+        shell.explain(
+            f"With {len(view.class_names):,} classes the bars show the {len(classes)} the teacher "
+            "finds most likely for this image (the true class always among them); the last bar "
+            "sums all the others. Softening never changes this ranking, only the heights."
+        )
     shell.explain(
         "At T = 1 (dark ticks) nearly all the mass sits on one class. As T grows the bars of the "
         "other classes rise in the order the model ranks them: which classes this image "
@@ -132,6 +165,9 @@ def _gallery(view: shell.View, index: int) -> None:
         n=GALLERY_SIZE,
         class_index=class_index,
         seed=st.session_state.get(KEY_SEED, 0),
+        teacher_top_p=_grid(view, view.teacher).top_probability(view.temperature)
+        if mode == "dark"
+        else None,
     )
     frame = analysis.gallery_frame(
         indices,
@@ -184,10 +220,17 @@ def _details(view: shell.View, index: int) -> None:
             _unfolding(view, index)
     if tabs[1].open:
         with tabs[1]:
-            _class_means(view)
+            _class_means(view, index)
     if tabs[2].open:
         with tabs[2]:
             _animation(view, index)
+
+
+def _grid(view: shell.View, model: shell.Model) -> scale.ClassMeansGrid:
+    """The model's mean soft targets over the T grid (swept in the background once)."""
+    return cache.class_means_grid(
+        model.stem, model.mtime, view.spec, view.split, model.logits, view.labels, view.temperature
+    )
 
 
 def _unfolding(view: shell.View, index: int) -> None:
@@ -200,6 +243,7 @@ def _unfolding(view: shell.View, index: int) -> None:
         "Class curves of", (analysis.TEACHER, analysis.STUDENT), default=analysis.TEACHER,
         format_func=plots.model_label, key=KEY_CURVES, required=True, label_visibility="collapsed",
     )  # fmt: skip
+    many = len(view.class_names) > scale.MANY_CLASSES
     left, right = st.columns(2)
     with left:
         ref = view.teacher.ref if model == analysis.TEACHER else view.student.ref
@@ -208,8 +252,9 @@ def _unfolding(view: shell.View, index: int) -> None:
             info = analysis.image_summary(
                 index, view.labels, {model: view.models()[model]}, 1.0, view.class_names
             )
+            classes = scale.curve_classes(rows[model], int(view.labels[index])) if many else None
             return plots.temperature_curves(
-                analysis.temperature_curve_frame(rows[model], temps, view.class_names),
+                analysis.temperature_curve_frame(rows[model], temps, view.class_names, classes),
                 temperature=view.temperature,
                 highlight=[info["true"], info[f"{model}_pred"]],
                 title=f"{plots.model_label(model)}: each class's probability as T moves",
@@ -221,6 +266,12 @@ def _unfolding(view: shell.View, index: int) -> None:
             "Thick lines: the true and the predicted class. Low T makes the top class take all; "
             "every curve tends to 1/K as T grows. Where a curve lifts off early, that class is "
             "the model's runner-up for this image."
+            + (
+                f" Of the {len(view.class_names):,} classes only the model's top 6 for this image "
+                "and the true class are drawn."
+                if many
+                else ""
+            )
         )
     with right:
         fig = shell.memo_figure(
@@ -239,17 +290,28 @@ def _unfolding(view: shell.View, index: int) -> None:
         )
 
 
-def _class_means(view: shell.View) -> None:
+def _class_means(view: shell.View, index: int) -> None:
+    classes = _shown_classes(view, index)
+    names = view.class_names
     shell.explain(
         f"Row c is the mean soft target at T = {view.t_label} over the images whose true class is c. "
         "The diagonal (the right-hand column) is taken out so the off-diagonal colours, on a log "
         "scale, show which classes each class is said to resemble."
+        + (
+            f" Only the rows and columns of this image's top {len(classes)} classes (of "
+            f"{len(names):,}) are shown; Class similarity shows and searches them all."
+            if classes is not None
+            else ""
+        )
     )
     cols = st.columns(2)
     for col, model in zip(cols, (view.teacher, view.student), strict=True):
-        matrix, _, _ = cache.similarity(
-            model.stem, model.mtime, view.spec, view.split, view.temperature
-        )
+        values = _grid(view, model).matrix(view.temperature)  # (K, K) float32, shared
+        if classes is not None:
+            values = values[np.ix_(classes, classes)]
+        kept = names if classes is None else [names[int(i)] for i in classes]
+        matrix = pd.DataFrame(values.astype(np.float64), index=list(kept), columns=list(kept))
+        matrix.index.name, matrix.columns.name = "true class", "class"
         role = analysis.TEACHER if model is view.teacher else analysis.STUDENT
         with col:
             fig = plots.matrix_heatmap(
@@ -266,7 +328,8 @@ def _animation(view: shell.View, index: int) -> None:
         "Drag the slider under the chart, or press Play: the bars move in your browser, with no "
         "trip to the server. It starts at the sidebar's T; the rest of the page follows the sidebar."
     )
-    fig = cache.animation_figure(
+    classes = _shown_classes(view, index)
+    fig = cache.animation_of(
         view.teacher.ref,
         view.student.ref,
         view.spec,
@@ -274,6 +337,10 @@ def _animation(view: shell.View, index: int) -> None:
         index,
         view.temperature,
         st.session_state.get(KEY_SCALE) == "log",
+        None if classes is None else tuple(int(c) for c in classes),
+        view.class_names,
+        view.teacher.logits[index],
+        view.student.logits[index],
     )
     shell.chart(fig, key="soft_animation")
 
