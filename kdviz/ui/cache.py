@@ -431,3 +431,35 @@ def animation_of(
         rows, analysis.TEMPERATURE_GRID, class_names, None if classes is None else list(classes)
     )
     return plots.soft_target_animation(frame, active_temperature=temperature, log_y=log_y)
+
+
+@st.cache_data(max_entries=16, show_spinner="Measuring both models…")
+def metrics_of(
+    teacher: tuple[str, float],
+    student: tuple[str, float],
+    spec: str,
+    split: str,
+    _teacher_logits: torch.Tensor,
+    _student_logits: torch.Tensor,
+    _labels: torch.Tensor,
+) -> pd.DataFrame:
+    """The measures that do not depend on T, from the view's logits (see metrics)."""
+    return analysis.metrics_frame(_teacher_logits, _student_logits, _labels, None)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def per_class_of(
+    teacher: tuple[str, float],
+    student: tuple[str, float],
+    spec: str,
+    split: str,
+    temperature: float,
+    class_names: tuple[str, ...],
+    _teacher_logits: torch.Tensor,
+    _student_logits: torch.Tensor,
+    _labels: torch.Tensor,
+) -> pd.DataFrame:
+    """analysis.per_class_frame at T from the view's logits."""
+    return analysis.per_class_frame(
+        _teacher_logits, _student_logits, _labels, temperature, class_names
+    )

@@ -7,12 +7,13 @@ import math
 import pandas as pd
 import streamlit as st
 
-from kdviz import analysis, plots
+from kdviz import analysis, plots, scale
 from kdviz.ui import cache, shell
 
 KEY_CALIBRATED, KEY_TAB, KEY_OPEN = "calibrated", "ts_tab", "_open_image"
 TABS = ("Decoupled KD", "Per class", "Disagreements")
 DISAGREEMENTS = 24
+DKD_CLASSES = 40  # at many classes the DKD chart shows this many classes (largest KL)
 
 
 def _open_in_soft_targets(index: int) -> None:
@@ -70,7 +71,15 @@ def _display(metrics: pd.DataFrame) -> pd.DataFrame:
 def _body(view: shell.View) -> None:
     teacher, student = view.teacher, view.student
     metrics = analysis.with_kl(
-        cache.metrics(teacher.ref, student.ref, view.spec, view.split),
+        cache.metrics_of(
+            teacher.ref,
+            student.ref,
+            view.spec,
+            view.split,
+            teacher.logits,
+            student.logits,
+            view.labels,
+        ),
         teacher.logits,
         student.logits,
         view.temperature,
@@ -155,10 +164,25 @@ def _body(view: shell.View) -> None:
             _disagreements(view)
 
 
-def _dkd(view: shell.View) -> None:
-    frame = cache.per_class(
-        view.teacher.ref, view.student.ref, view.spec, view.split, view.temperature
+def _per_class_frame(view: shell.View):
+    return cache.per_class_of(
+        view.teacher.ref,
+        view.student.ref,
+        view.spec,
+        view.split,
+        view.temperature,
+        tuple(view.class_names),
+        view.teacher.logits,
+        view.student.logits,
+        view.labels,
     )
+
+
+def _dkd(view: shell.View) -> None:
+    frame = _per_class_frame(view)
+    many = len(frame) > scale.BIG_MATRIX
+    if many:
+        frame = frame.nlargest(DKD_CLASSES, "kl")
     shell.explain(
         "Decoupled KD (Zhao et al. 2022) splits KL(teacher ‖ student) at T into TCKD, how well the "
         "student matches the teacher's confidence in the true class, and NCKD, how well it matches "
@@ -166,14 +190,18 @@ def _dkd(view: shell.View) -> None:
         "by the teacher's 1 − p_t, so where the teacher is confident (purple line near 0) its dark "
         "knowledge barely reaches the loss, however large NCKD itself (diamonds) is. Raise T to "
         "see the weight, and with it the green part, grow."
+        + (
+            f" Of the {len(view.class_names):,} classes, the {DKD_CLASSES} with the largest KL "
+            "are drawn; the Per class tab lists them all."
+            if many
+            else ""
+        )
     )
     shell.chart(plots.dkd_bars(frame, temperature=view.temperature), key="ts_dkd")
 
 
 def _per_class(view: shell.View) -> None:
-    frame = cache.per_class(
-        view.teacher.ref, view.student.ref, view.spec, view.split, view.temperature
-    )
+    frame = _per_class_frame(view)
     shell.explain(
         f"One row per true class; KL, the teacher's p(true class) and the DKD parts are at "
         f"T = {view.t_label}, averaged over the class's images. Click a column head to sort."
@@ -203,6 +231,9 @@ def _per_class(view: shell.View) -> None:
 
 
 def _disagreements(view: shell.View) -> None:
+    if not (getattr(view, "has_images", True) and view.dataset is not None):
+        st.caption("These logits came without images, so the disagreement gallery is hidden.")
+        return
     indices = analysis.disagreement_indices(
         view.teacher.logits, view.student.logits, view.temperature, n=DISAGREEMENTS
     )
