@@ -101,11 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_args(p_dist, d_def)
 
     p_eval = sub.add_parser("evaluate", help="accuracy, NLL and ECE of a checkpoint")
-    p_eval.add_argument("checkpoint", help="checkpoint: NAME, STEM, STEM.json or STEM.safetensors")
-    p_eval.add_argument("--dataset", required=True, help="dataset spec")
+    p_eval.add_argument(
+        "checkpoint", help="checkpoint (NAME, STEM, STEM.json) or a logits file (.npz, .csv, ...)"
+    )
+    p_eval.add_argument(
+        "--dataset", default=None, help="dataset spec (not needed for logits with labels inside)"
+    )
     p_eval.add_argument("--split", default="test")
     p_eval.add_argument("--teacher", default=None, help="also report agreement and KL to it")
     p_eval.add_argument("--json", action="store_true")
+
+    _add_import_parser(sub)
 
     p_runs = sub.add_parser("runs", help="list recorded runs (app and command line)")
     p_runs.add_argument("--json", action="store_true", help="print a JSON list")
@@ -257,6 +263,51 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_import_parser(sub: Any) -> None:
+    p_imp = sub.add_parser(
+        "import", help="register your own model (.pt, .safetensors, .onnx) or logits file"
+    )
+    p_imp.add_argument(
+        "file", help="state dict, ONNX model, or logits (.npz .npy .csv .parquet .pt)"
+    )
+    p_imp.add_argument("--name", required=True, help="the checkpoint name it gets")
+    p_imp.add_argument("--arch", default=None, help="torchvision:NAME, timm:NAME or a kdviz model")
+    p_imp.add_argument("--input-shape", default=None, help="CxHxW, e.g. 1x28x28")
+    p_imp.add_argument("--mean", type=float, nargs="+", default=None, help="per channel, 0..1")
+    p_imp.add_argument("--std", type=float, nargs="+", default=None, help="per channel, 0..1")
+    p_imp.add_argument("--classes", default=None, help="a file of one name per line, or a,b,c")
+    p_imp.add_argument("--dataset", default=None, help="the dataset spec it belongs to")
+    p_imp.add_argument("--json", action="store_true", help="print the card as one JSON object")
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from kdviz.importers import import_source
+    from kdviz.models import load_card
+
+    stem = import_source(
+        args.file,
+        args.name,
+        arch=args.arch,
+        in_shape=args.input_shape,
+        mean=args.mean,
+        std=args.std,
+        classes=args.classes,
+        dataset=args.dataset,
+    )
+    card = load_card(stem)
+    if args.json:
+        print(json.dumps({"stem": str(stem), **card.to_dict()}))
+        return 0
+    shape = "x".join(map(str, card.in_shape)) or "no images"
+    print(
+        f"kdviz: imported {card.kind} {card.name!r}: {card.num_classes} classes, input {shape}, "
+        f"mean {card.mean}, std {card.std}",
+        file=sys.stderr,
+    )
+    print(stem)
+    return 0
+
+
 def _cmd_app(args: argparse.Namespace) -> int:
     from kdviz.paths import REPO_ROOT
 
@@ -288,6 +339,7 @@ COMMANDS = {
     "train": _cmd_fit,
     "distill": _cmd_fit,
     "evaluate": _cmd_evaluate,
+    "import": _cmd_import,
     "app": _cmd_app,
     "runs": _cmd_runs,
 }

@@ -172,7 +172,9 @@ def compute_logits(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Logits of ``model`` on normalised float ``images`` (N, C, H, W), batched; returns (N, K) on CPU."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is None:  # an OnnxModule has no parameters: it takes and gives CPU tensors
+        device = next(model.parameters(), torch.empty(0)).device
+    device = torch.device(device)
     model.eval()
     outs = []
     for start in range(0, len(images), batch_size):
@@ -266,9 +268,14 @@ def model_logits(
 def dataset_logits(checkpoint: str | Path, dataset_spec: str, split: str = "test") -> torch.Tensor:
     """Logits (N, K) of a checkpoint on a dataset split, computed once and cached on disk.
 
-    A cached lookup reads only the cards (their weights hashes), never the weights.
+    A cached lookup reads only the cards (their weights hashes), never the weights. A logits
+    card gives its own table when its rows are that split's rows.
     """
     card = load_card(checkpoint)
+    if card.kind == "logits":
+        from kdviz.importers import source_logits
+
+        return source_logits(checkpoint, dataset_spec, split)
     dataset = load_dataset(dataset_spec, split)
     check_compatible(card, dataset)
     fingerprint = card_fingerprint(checkpoint)  # the weights file's bytes, memoised
@@ -305,11 +312,22 @@ def logit_metrics(
 
 def evaluate(
     checkpoint: str | Path,
-    dataset_spec: str,
+    dataset_spec: str | None,
     split: str = "test",
     teacher: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on a dataset split: n, accuracy, nll, ece (+ agreement, kl with a teacher)."""
+    """Evaluate a checkpoint on a dataset split: n, accuracy, nll, ece (+ agreement, kl with a teacher).
+
+    A logits card or file needs no dataset when its labels are inside (see importers.evaluate_logits).
+    """
+    from kdviz.importers import evaluate_logits, is_logits_source
+
+    if is_logits_source(checkpoint):
+        return evaluate_logits(checkpoint, dataset_spec, split, teacher)
+    if not dataset_spec:
+        raise KdvizError(
+            "Evaluating a model needs a dataset; give --dataset SPEC (kdviz list datasets)."
+        )
     model, card = load_checkpoint(checkpoint)
     dataset = load_dataset(dataset_spec, split)
     logits = model_logits(model, card, dataset, fingerprint=card_fingerprint(checkpoint))
@@ -567,6 +585,15 @@ def _arch_kwargs(cfg: TrainConfig) -> dict[str, float]:
     return kwargs
 
 
+def _logits_table_teacher(cfg: DistillConfig) -> torch.Tensor:
+    """A logits card as the teacher: its rows must be the training split's (N, K), as they are."""
+    if cfg.augment != "none":
+        raise KdvizError(
+            "A logits-table teacher only has logits for the training images as they are; use --augment none."
+        )
+    return dataset_logits(cfg.teacher, cfg.dataset, cfg.train_split)
+
+
 def fit(
     cfg: TrainConfig,
     *,
@@ -632,16 +659,23 @@ def fit(
     teacher = teacher_card = teacher_logits_all = eval_teacher_logits = weights_all = None
     t_mean = t_std = None
     if distilling:
-        teacher, teacher_card = load_checkpoint(cfg.teacher, device=str(device))
-        check_compatible(teacher_card, train_ds)
-        t_print = card_fingerprint(cfg.teacher)
-        eval_teacher_logits = model_logits(
-            teacher, teacher_card, eval_ds, device=device, fingerprint=t_print
-        )
-        t_mean = torch.tensor(teacher_card.mean, device=device).view(1, -1, 1, 1)
-        t_std = torch.tensor(teacher_card.std, device=device).view(1, -1, 1, 1)
-        if not augmented:  # the transfer set is fixed: teacher logits once, cached on disk
-            raw = model_logits(teacher, teacher_card, train_ds, device=device, fingerprint=t_print)
+        if load_card(cfg.teacher).kind == "logits":  # a table: no model, no eval-split logits
+            raw = _logits_table_teacher(cfg)
+        else:
+            teacher, teacher_card = load_checkpoint(cfg.teacher, device=str(device))
+            check_compatible(teacher_card, train_ds)
+            t_print = card_fingerprint(cfg.teacher)
+            eval_teacher_logits = model_logits(
+                teacher, teacher_card, eval_ds, device=device, fingerprint=t_print
+            )
+            t_mean = torch.tensor(teacher_card.mean, device=device).view(1, -1, 1, 1)
+            t_std = torch.tensor(teacher_card.std, device=device).view(1, -1, 1, 1)
+            raw = None
+            if not augmented:  # the transfer set is fixed: teacher logits once, cached on disk
+                raw = model_logits(
+                    teacher, teacher_card, train_ds, device=device, fingerprint=t_print
+                )
+        if raw is not None:
             teacher_logits_all = (
                 teacher_transform(raw, train_ds.labels) if teacher_transform else raw
             )
@@ -816,6 +850,11 @@ def fit(
         result.message = (
             f"Finished {cfg.epochs} epochs in {result.seconds:.1f} s; "
             f"{cfg.eval_split} accuracy {acc:.2%}."
+        )
+    if distilling and eval_teacher_logits is None and history:
+        result.message += (
+            f" Agreement and KL to the teacher are not shown: a logits-table teacher has no "
+            f"logits for the {cfg.eval_split} split."
         )
     return result
 
