@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_runs.add_argument("--json", action="store_true", help="print a JSON list")
     p_runs.add_argument("--status", choices=list(STATUSES), help="only runs with this status")
     p_runs.add_argument("--limit", type=int, default=0, help="newest N runs only")
+    p_runs.add_argument("--delete", metavar="RUN_ID", help="delete a finished run and its files")
 
     from kdviz.experiments import add_experiment_parser
 
@@ -216,7 +217,7 @@ def _record_run(cfg: Any) -> tuple[Any, Any]:
 
     try:
         return record_cli_run(cfg)
-    except (sqlite3.Error, OSError) as err:
+    except (sqlite3.Error, OSError, KdvizError) as err:  # busy, read-only or full: train anyway
         print(f"kdviz: warning: the run is not recorded ({err}).", file=sys.stderr)
         return None, None
 
@@ -224,7 +225,15 @@ def _record_run(cfg: Any) -> tuple[Any, Any]:
 def _cmd_runs(args: argparse.Namespace) -> int:
     from kdviz.runs import RunStore
 
-    runs = RunStore().list_runs(limit=args.limit or None)
+    store = RunStore()
+    if args.delete:
+        store.delete_run(args.delete)
+        print(f"deleted run {args.delete}")
+        return 0
+    runs = store.list_runs(limit=args.limit or None)
+    for run_id in store.skipped:
+        print(f"kdviz: warning: run {run_id} is not listed: its stored settings are not valid "
+              f"JSON; `kdviz runs --delete {run_id}` removes it.", file=sys.stderr)  # fmt: skip
     if args.status:
         runs = [run for run in runs if run.status == args.status]
     if args.json:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -458,15 +460,18 @@ def execute_run(
         )
     except KeyboardInterrupt:
         _safe_flush(writer)
-        store.finish(run_id, "cancelled", "Stopped from the keyboard (Ctrl-C).")
+        _finish_quietly(store, run_id, "cancelled", "Stopped from the keyboard (Ctrl-C).")
         raise
     except KdvizError as err:
         _safe_flush(writer)
-        store.finish(run_id, "failed", str(err))
+        _finish_quietly(store, run_id, "failed", str(err))
         raise
     except BaseException as err:
         _safe_flush(writer)
-        store.finish(run_id, "failed", f"{type(err).__name__}: {err}".strip())
+        sentence = write_failure(err, cfg)
+        _finish_quietly(store, run_id, "failed", sentence or f"{type(err).__name__}: {err}".strip())
+        if sentence:
+            raise KdvizError(sentence) from err
         raise
     writer.close()
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str))}
@@ -491,6 +496,39 @@ def execute_run(
 def _safe_flush(writer: MetricsWriter) -> None:
     with contextlib.suppress(Exception):  # the failure reported matters more than the metrics
         writer.close()
+
+
+def _finish_quietly(store: RunStore, run_id: str, status: str, message: str) -> None:
+    """Record how a run ended, if the store can take it. When it cannot (a full disk, a busy or
+    read-only store) the row stays active with this process's pid, and ``recover`` marks it
+    interrupted once the process is gone: the failure itself is what the user must see."""
+    with contextlib.suppress(KdvizError, sqlite3.Error, OSError):
+        store.finish(run_id, status, message)
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO}
+
+
+def write_failure(err: BaseException, cfg: Any) -> str:
+    """One sentence when err is a failed write of the run's files (disk full, read-only, I/O
+    error), else "". safetensors reports these as SafetensorError, not OSError."""
+    is_os = isinstance(err, OSError) and err.errno in _WRITE_ERRNOS
+    text = str(err)
+    is_st = type(err).__name__ == "SafetensorError" and ("I/O" in text or "os error" in text)
+    if not (is_os or is_st):
+        return ""
+    from kdviz.paths import checkpoints_dir, storage_problem
+
+    stem = Path(cfg.out) if cfg.out else checkpoints_dir() / (cfg.name or "checkpoint")
+    folder = stem.parent
+    problem = storage_problem(folder)
+    kept = stem.with_name(stem.name + ".safetensors").exists()
+    note = " (the checkpoint of its last finished epoch is kept)" if kept else ""
+    if problem == "full" or "space left" in text.lower():
+        return f"The run stopped: no space is left on the disk of {folder}; free some space and start it again{note}."
+    if problem == "read-only":
+        return f"The run stopped: {folder} is read-only; set KDVIZ_HOME to a writable folder and start it again{note}."
+    return f"The run stopped: writing to {folder} failed ({err}); check that disk and start it again{note}."
 
 
 def record_cli_run(cfg: Any, store: RunStore | None = None) -> tuple[RunStore, Run]:
@@ -579,12 +617,12 @@ def run_worker(run_id: str) -> int:
         _limit_threads(cfg, run.max_running)
         result = execute_run(store, run_id, cfg, stop=stop)
     except KdvizError as err:  # execute_run marked the run failed; earlier steps did not
-        store.finish(run_id, "failed", str(err))
+        _finish_quietly(store, run_id, "failed", str(err))
         print(f"kdviz worker: {err}", file=sys.stderr)
         return 2
     except Exception as err:
-        store.finish(run_id, "failed", f"{type(err).__name__}: {err}")
-        traceback.print_exc()
+        _finish_quietly(store, run_id, "failed", f"{type(err).__name__}: {err}")
+        traceback.print_exc()  # the worker's log, for whoever debugs it; the page shows the message
         return 1
     print(f"kdviz worker: {result.status}: {result.message}", file=sys.stderr, flush=True)
     return 0 if result.status in ("done", "cancelled") else 1

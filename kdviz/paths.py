@@ -15,14 +15,33 @@ PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "_data"  # bundled offline 
 def kdviz_home() -> Path:
     """The folder everything kdviz writes lives under: $KDVIZ_HOME, default ~/.kdviz."""
     home = Path(os.environ.get("KDVIZ_HOME") or Path.home() / ".kdviz").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
+    make_folder(home, "KDVIZ_HOME")
     return home
 
 
 def _sub(name: str) -> Path:
     path = kdviz_home() / name
-    path.mkdir(parents=True, exist_ok=True)
+    make_folder(path, f"kdviz's {name} folder")
     return path
+
+
+def make_folder(path: Path, what: str) -> None:
+    """mkdir -p, or a KdvizError that says why not: a file in the way, read-only, no space."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:  # a file (or a dangling link) where the folder belongs
+        raise KdvizError(
+            f"{what} {path} is a file, not a folder; move the file aside or set KDVIZ_HOME to a folder."
+        ) from err
+    except OSError as err:
+        raise KdvizError(
+            f"{what} {path} cannot be created ({err.strerror or err}); "
+            "set KDVIZ_HOME to a writable folder."
+        ) from err
+    if not path.is_dir():
+        raise KdvizError(
+            f"{what} {path} is not a folder; move it aside or set KDVIZ_HOME to a folder."
+        )
 
 
 def data_dir() -> Path:
@@ -43,6 +62,23 @@ def checkpoints_dir() -> Path:
 def runs_dir() -> Path:
     """Run artifacts, one folder per run id."""
     return _sub("runs")
+
+
+LOW_SPACE_BYTES = 1024**2  # less free space than this on a folder's disk counts as full
+
+
+def storage_problem(folder: str | Path) -> str:
+    """ "read-only", "full" (under LOW_SPACE_BYTES free) or "" for the file system of folder."""
+    folder = Path(folder)
+    try:
+        vfs = os.statvfs(folder)
+    except OSError:
+        return ""
+    if vfs.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
+        return "read-only"
+    if vfs.f_bavail * vfs.f_frsize < LOW_SPACE_BYTES:
+        return "full"
+    return ""
 
 
 _MAX_NAME = 120  # characters; a name becomes one file or folder name

@@ -22,13 +22,14 @@ import socket
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kdviz.errors import KdvizError
-from kdviz.paths import kdviz_home, runs_dir
+from kdviz.paths import kdviz_home, make_folder, runs_dir, storage_problem
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "diverged", "interrupted")
 ACTIVE = ("queued", "running")  # a process is (or should be) behind these
@@ -36,6 +37,7 @@ FINISHED = ("done", "failed", "cancelled", "diverged", "interrupted")
 DB_NAME = "runs.sqlite"
 SCHEMA_VERSION = 1
 QUEUED_WITHOUT_PROCESS_S = 120.0  # a queued row whose launcher never recorded a pid is abandoned
+BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another process's write lock
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -238,6 +240,43 @@ def _finite_or_none(value: Any) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
+# ---------------------------------------------------------------------------- diagnosis
+
+
+def lock_holder(db: Path) -> str:
+    """Who holds the write lock of the SQLite database db: "process 123 (kdviz worker ...)".
+
+    Reads /proc/locks (Linux) for a POSIX write lock on the WAL index (db-shm, byte 120 is WAL's
+    writer lock) or on the database file itself; "another kdviz process" where that is unknown.
+    """
+    targets = set()
+    for file in (db.with_name(db.name + "-shm"), db):
+        with contextlib.suppress(OSError):
+            st = os.stat(file)
+            targets.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino, file == db))
+    pids = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 8 or fields[1] != "POSIX" or fields[3] != "WRITE":
+                continue
+            major, minor, inode = fields[5].split(":")
+            for t_major, t_minor, t_inode, is_db in targets:
+                same = (int(major, 16), int(minor, 16), int(inode)) == (t_major, t_minor, t_inode)
+                if same and (is_db or fields[6] == "120"):
+                    pids.append(int(fields[4]))
+    for pid in pids:
+        if pid == os.getpid():
+            return "another connection of this process"
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ")
+            cmd = " ".join(raw.decode(errors="replace").split())  # one line, however it was typed
+        except OSError:
+            cmd = ""
+        return f"process {pid}" + (f" ({cmd[:80]})" if cmd else "")
+    return "another kdviz process"
+
+
 # ---------------------------------------------------------------------------- the store
 
 _initialised: set[str] = set()
@@ -252,17 +291,43 @@ class RunStore:
 
     def __init__(self, path: str | Path | None = None, *, recover: bool = True) -> None:
         self.path = Path(path) if path else kdviz_home() / DB_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._ensure_schema()
-        if recover:
+        make_folder(self.path.parent, "The run store's folder")
+        if self.path.is_dir():
+            raise KdvizError(
+                f"The run store {self.path} is a folder, not a database file; move it aside and "
+                "kdviz starts a new store there."
+            )
+        # a read-only store (an archived KDVIZ_HOME) can still be listed; nothing is written
+        self.read_only = storage_problem(self.path.parent) == "read-only"
+        self.skipped: list[str] = []  # ids of rows the last list_runs() could not decode
+        if self.read_only and not self.path.exists():
+            raise self._explain(sqlite3.OperationalError("unable to open database file"))
+        if not self.read_only:
+            self._ensure_schema()
+        if recover and not self.read_only:
             self.recover()
 
     # -- connections
 
+    def _open(self) -> sqlite3.Connection:
+        if self.read_only:  # WAL needs a writable -shm file; immutable=1 reads without one
+            uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?immutable=1"
+            return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+
     @contextlib.contextmanager
     def connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """A short-lived connection; ``write=True`` wraps the block in one IMMEDIATE transaction."""
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        """A short-lived connection; ``write=True`` wraps the block in one IMMEDIATE transaction.
+
+        A store that cannot be used raises a KdvizError saying what is true: busy, read-only,
+        no space left, or (only after ``PRAGMA integrity_check`` fails) damaged.
+        """
+        if write and self.read_only:
+            raise self._explain(sqlite3.OperationalError("attempt to write a readonly database"))
+        try:
+            conn = self._open()
+        except sqlite3.Error as err:
+            raise self._explain(err) from err
         try:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys = ON")
@@ -272,34 +337,84 @@ class RunStore:
                 try:
                     yield conn
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):  # a full disk may refuse even this
+                        conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
             else:
                 yield conn
-        except sqlite3.DatabaseError as err:
-            if "malformed" in str(err) or "not a database" in str(err):
-                raise KdvizError(
-                    f"The run store {self.path} is damaged; move it aside and kdviz starts a new one."
-                ) from err
-            raise
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as err:
+            if isinstance(err, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+                raise  # our bug, not the store's state
+            raise self._explain(err) from err
         finally:
             conn.close()
+
+    def _explain(self, err: sqlite3.Error) -> KdvizError:
+        """The one true sentence for a store that failed with err (see connect)."""
+        code = getattr(err, "sqlite_errorname", "") or ""
+        text = str(err)
+        where = f"The run store {self.path}"
+        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+            return KdvizError(
+                f"{where} is busy: {lock_holder(self.path)} kept its write lock for all of the "
+                f"{BUSY_TIMEOUT_S:g} s kdviz waited; wait for it to finish (or stop it) and try again."
+            )
+        problem = storage_problem(self.path.parent)
+        if problem == "read-only" or code.startswith("SQLITE_READONLY"):
+            return KdvizError(
+                f"{where} is read-only (its folder cannot be written); kdviz can list its runs but "
+                "not record new ones, so set KDVIZ_HOME to a writable folder to train."
+            )
+        if problem == "full" or code == "SQLITE_FULL":
+            return KdvizError(
+                f"{where} cannot be used: no space is left on its disk; free some space and "
+                "try again."
+            )
+        if self.path.is_dir():
+            return KdvizError(
+                f"{where} is a folder, not a database file; move it aside and kdviz starts a new store."
+            )
+        corrupt = code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text
+        if corrupt and not self._integrity_ok_fresh():
+            return KdvizError(
+                f"{where} is damaged (its integrity check fails); move it aside and kdviz "
+                "starts a new one."
+            )
+        return KdvizError(
+            f"{where} could not be used ({text}); try again, and check the disk if it persists."
+        )
+
+    def _integrity_ok_fresh(self) -> bool:
+        """PRAGMA integrity_check on a new connection; False when it fails or cannot run."""
+        try:
+            conn = self._open()
+            try:
+                return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return False
 
     def _ensure_schema(self) -> None:
         key = str(self.path.resolve())
         with _init_lock:
             if key in _initialised and self.path.exists():
                 return
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn = self._open()
+            except sqlite3.Error as err:
+                raise self._explain(err) from err
+            try:
+                # read first: a store already set up needs no write lock, so a busy one still opens
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if version != SCHEMA_VERSION or mode != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.executescript(_SCHEMA)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             except sqlite3.DatabaseError as err:
-                raise KdvizError(
-                    f"The run store {self.path} is damaged; move it aside and kdviz starts a new one."
-                ) from err
+                raise self._explain(err) from err
             finally:
                 conn.close()
             _initialised.add(key)
@@ -384,7 +499,12 @@ class RunStore:
     def find(self, run_id: str) -> Run | None:
         with self.connect() as conn:
             row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return _row_to_run(row) if row else None
+        if row is None:
+            return None
+        try:
+            return _row_to_run(row)
+        except BadRow as err:
+            raise _bad_row_error(run_id) from err
 
     def list_runs(
         self,
@@ -394,7 +514,8 @@ class RunStore:
         kind: str | None = None,
         limit: int | None = None,
     ) -> list[Run]:
-        """Runs, newest first, optionally filtered."""
+        """Runs, newest first, optionally filtered. Rows that cannot be decoded are left out and
+        their ids kept in ``self.skipped``."""
         where, args = [], []
         if status is not None:
             status = list(status)
@@ -412,8 +533,14 @@ class RunStore:
         sql += " ORDER BY seq DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
+        runs, self.skipped = [], []
         with self.connect() as conn:
-            return [_row_to_run(row) for row in conn.execute(sql, args)]
+            for row in conn.execute(sql, args):
+                try:
+                    runs.append(_row_to_run(row))
+                except BadRow:
+                    self.skipped.append(row["id"])
+        return runs
 
     def version(self) -> tuple[float, int]:
         """(latest finish time, number of runs): changes when a run finishes or is deleted."""
@@ -559,7 +686,10 @@ class RunStore:
                 gone.append(row)
         ids = []
         for row in gone:
-            run = self.find(row["id"])
+            try:
+                run = self.find(row["id"])
+            except KdvizError:  # a row with damaged JSON: still marked, without the note
+                run = None
             was = "training" if row["status"] == "running" else "waiting in the queue"
             note = ""
             if (
@@ -652,9 +782,14 @@ class RunStore:
 
     def delete_run(self, run_id: str) -> None:
         """Delete a finished run, its metrics, and its folder under runs_dir()."""
-        run = self.get(run_id)
-        if run.active:
-            raise KdvizError(f"Run {run_id} is still {run.status}; cancel it before deleting it.")
+        with self.connect() as conn:  # the status alone: a row with damaged JSON can be deleted
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KdvizError(f"There is no run {run_id!r}; `kdviz runs` lists the recorded ones.")
+        if row["status"] in ACTIVE:
+            raise KdvizError(
+                f"Run {run_id} is still {row['status']}; cancel it before deleting it."
+            )
         with self.connect(write=True) as conn:
             conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
             conn.execute("DELETE FROM artifacts WHERE run_id = ?", (run_id,))
@@ -664,11 +799,32 @@ class RunStore:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+class BadRow(ValueError):
+    """A runs row whose config is not a JSON object (edited or damaged by hand)."""
+
+
 def _row_to_run(row: sqlite3.Row) -> Run:
+    """The Run of a row; BadRow when its config is not a JSON object (its metrics then: {})."""
     data = {key: row[key] for key in row.keys() if key in _RUN_COLUMNS}  # noqa: SIM118 (Row iterates values)
-    data["config"] = json.loads(data["config"] or "{}")
-    data["metrics"] = json.loads(data["metrics"] or "{}")
+    try:
+        data["config"] = json.loads(data["config"] or "{}")
+    except (TypeError, ValueError, RecursionError) as err:
+        raise BadRow(data.get("id", "?")) from err
+    if not isinstance(data["config"], dict):
+        raise BadRow(data.get("id", "?"))
+    try:
+        metrics = json.loads(data["metrics"] or "{}")
+    except (TypeError, ValueError, RecursionError):
+        metrics = {}  # only shown, never used to run anything: an empty table is honest
+    data["metrics"] = metrics if isinstance(metrics, dict) else {}
     return Run(**data)
+
+
+def _bad_row_error(run_id: str) -> KdvizError:
+    return KdvizError(
+        f"The stored settings of run {run_id} are not valid JSON (the row was edited or damaged); "
+        f"kdviz skips it, and `kdviz runs --delete {run_id}` removes it."
+    )
 
 
 def open_store(path: str | Path | None = None) -> RunStore:
