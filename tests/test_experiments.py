@@ -1,10 +1,11 @@
-"""The experiments lab (kdviz/experiments.py): the soft-target transforms, the registry, every
+"""The experiments lab (kdviz/experiments/): the soft-target transforms, the registry, every
 experiment end to end at the tiny size on `digits`, the CLI, background runs and the page."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import time
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from kdviz import experiments as ex
-from kdviz import soft
+from kdviz import soft, stats
 from kdviz.engine import DistillConfig, TrainConfig, fit, train
 from kdviz.errors import KdvizError
 from kdviz.paths import REPO_ROOT
@@ -269,7 +270,9 @@ def test_every_experiment_runs_tiny_and_stores_a_sane_result(name, teacher):
     result = ex.run_experiment(name, s, store=store)
 
     assert isinstance(result.table, pd.DataFrame) and len(result.table) > 0
-    assert list(result.comparison.columns) == ["measure", "ours", "published", "source"]
+    assert list(result.comparison.columns) == ["measure", "ours", "published", "verdict", "source"]
+    assert set(result.comparison["verdict"]) <= {*stats.VERDICTS, "-"}
+    assert (result.comparison["verdict"] != "-").any()  # at least one claim is judged
     assert len(result.comparison) >= 1 and result.comparison["published"].str.len().gt(0).all()
     assert len(re.findall(r"[.!?](\s|$)", result.notice)) >= 2
     for column in result.table:
@@ -294,6 +297,68 @@ def test_every_experiment_runs_tiny_and_stores_a_sane_result(name, teacher):
     fig = ex.result_figure(result)
     assert len(fig.data) >= 1
     assert ex.markdown_table(result.comparison).count("\n") == len(result.comparison) + 1
+
+
+# ---------------------------------------------------------------------------- intervals and seeds
+
+
+def test_wilson_and_paired_columns_match_kdviz_stats():
+    from kdviz.experiments import intervals as iv
+
+    table = pd.DataFrame({"accuracy": [0.9, 0.95], "run_id": ["a", "b"], "hard_run_id": ["a", "a"]})
+    out = iv.add_wilson(table, "accuracy", 200)
+    assert (out["accuracy_low"][1], out["accuracy_high"][1]) == stats.wilson_interval(190, 200)
+    gen = torch.Generator().manual_seed(0)
+    right = {"a": torch.rand(200, generator=gen) < 0.9, "b": torch.rand(200, generator=gen) < 0.95}
+    out = iv.add_paired_gain(out, right.__getitem__)
+    ref = stats.paired_difference(right["b"], right["a"])
+    assert math.isnan(out["gain"][0]) and out["within_noise"][0] is None  # the baseline itself
+    assert (out["gain"][1], out["gain_low"][1], out["gain_high"][1]) == (
+        ref.diff,
+        ref.low,
+        ref.high,
+    )
+    assert out["within_noise"][1] == ref.within_noise
+    assert list(out.columns)[-2:] == ["run_id", "hard_run_id"]  # ids stay last
+
+
+def test_aggregate_seeds_averages_and_takes_the_wider_interval():
+    from kdviz.experiments import intervals as iv
+
+    def seed_table(acc: float, half: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"model": ["m"], "accuracy": [acc], "accuracy_low": [acc - half],
+             "accuracy_high": [acc + half], "run_id": [f"r{acc}"]}
+        )  # fmt: skip
+
+    accs = [0.90, 0.92, 0.94]
+    out = iv.aggregate_seeds([seed_table(a, 0.03) for a in accs])
+    mean, sd, t_low, t_high = stats.mean_sd_interval(accs)
+    assert out["accuracy"][0] == pytest.approx(mean) and out["accuracy_sd"][0] == pytest.approx(sd)
+    # the seeds' t-interval (+/- 0.0497) is wider than the test images' (+/- 0.03): it wins
+    assert (out["accuracy_low"][0], out["accuracy_high"][0]) == pytest.approx((t_low, t_high))
+    assert out["model"][0] == "m" and out["run_id"][0] == "r0.9"
+    out = iv.aggregate_seeds([seed_table(a, 0.2) for a in (0.5, 0.5)])  # no spread: Wilson wins
+    assert (out["accuracy_low"][0], out["accuracy_high"][0]) == pytest.approx((0.3, 0.7))
+    one = seed_table(0.9, 0.03)
+    assert iv.aggregate_seeds([one]) is one
+
+
+def test_seeds_repeat_the_experiment_and_average_its_table():
+    store = RunStore()
+    s = ex.make_settings("born-again", **TINY, arch="mlp-16", seeds=2)
+    result = ex.run_experiment("born-again", s, store=store)
+    assert result.settings["seeds"] == 2 and len(result.run_ids) == 2 * (s.generations + 1)
+    gen0 = [store.get(i) for i in result.run_ids if "generation-0" in store.get(i).name]
+    assert len(gen0) == 2 and {r.config["seed"] for r in gen0} == {0, 1000}
+    mean = sum(r.metrics["accuracy"] for r in gen0) / 2
+    assert result.table["accuracy"][0] == pytest.approx(mean, abs=1e-6)
+    assert "accuracy_sd" in result.table and "gain_sd" in result.table
+    text = ex.format_result(result)
+    assert "Mean over 2 seeds (0, 1000)" in text and "smoke test" in text
+    assert ex.make_settings("born-again").seeds == 3 and ex.make_settings("born-again", size="tiny").seeds == 1  # fmt: skip
+    with pytest.raises(KdvizError, match="seeds"):
+        ex.make_settings("born-again", seeds=0)
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -11,12 +11,12 @@ import pandas as pd
 
 from kdviz.engine import TrainConfig
 from kdviz.errors import KdvizError
+from kdviz.experiments import intervals as iv
 from kdviz.experiments.registry import (
     CHO,
     ExperimentResult,
-    comparison_table,
     make_result,
-    pct,
+    register_comparison,
     register_experiment,
     register_figure,
 )
@@ -89,24 +89,36 @@ def early_stopped_teacher(s: EarlyStopSettings, runner: Runner) -> ExperimentRes
             "run_id": hard.run_id,
         }
     )
-    table = pd.DataFrame(rows)
-    taught = table.dropna(subset=["teacher_epoch"])
-    best = taught.loc[taught["accuracy"].idxmax()]
-    final = taught.iloc[-1]
-    comparison = comparison_table(
-        [
-            ("best teacher checkpoint for the student", f"epoch {int(best['teacher_epoch'])} of {s.teacher_epochs} ({pct(best['accuracy'])})", "an early-stopped teacher often beats the finished one", CHO),
-            ("student from the finished teacher", pct(final["accuracy"]), "-", ""),
-            ("student on hard labels", pct(hard.metrics["accuracy"]), "-", ""),
-        ]
-    )  # fmt: skip
+    table = pd.DataFrame(rows).assign(hard_run_id=hard.run_id)  # every student vs hard labels
     notice = (
         "Put the teacher's own accuracy beside its student's: the most accurate checkpoint is not "
         "necessarily the best teacher, especially for a small student. Late in training a teacher "
         "grows confident and its soft targets sharpen, so a student with little capacity receives "
         "less usable dark knowledge (Cho & Hariharan's capacity gap)."
     )
-    return make_result(s, "early-stopped-teacher", table, comparison, notice)
+    return make_result(s, "early-stopped-teacher", table, notice)
+
+
+@register_comparison("early-stopped-teacher")
+def compare(s: EarlyStopSettings, table: pd.DataFrame) -> pd.DataFrame:
+    """Cho & Hariharan's claim read from the intervals: the best student of an earlier checkpoint
+    against the student of the finished teacher."""
+    taught = table.dropna(subset=["teacher_epoch"])
+    best = taught.loc[taught["accuracy"].idxmax()]
+    final = taught.iloc[-1]
+    early = taught.iloc[:-1]
+    verdict = (
+        iv.order_verdict(iv.interval(early.loc[early["accuracy"].idxmax()]), iv.interval(final))
+        if len(early) else "inconclusive"
+    )  # fmt: skip
+    hard = table[table["teacher_epoch"].isna()].iloc[0]
+    return iv.comparison_rows(
+        [
+            ("best teacher checkpoint for the student", f"epoch {int(best['teacher_epoch'])} of {s.teacher_epochs}: {iv.row_text(best)}", "an early-stopped teacher often beats the finished one", verdict, CHO),
+            ("student from the finished teacher", f"{iv.row_text(final)}; {iv.gain_text(final)} over hard labels", "-", "-", ""),
+            ("student on hard labels", iv.row_text(hard), "-", "-", ""),
+        ]
+    )  # fmt: skip
 
 
 @register_figure("early-stopped-teacher")

@@ -12,12 +12,12 @@ import pandas as pd
 from kdviz import analysis, soft
 from kdviz.data import load_dataset
 from kdviz.engine import TrainConfig
+from kdviz.experiments import intervals as iv
 from kdviz.experiments.registry import (
     MULLER,
     ExperimentResult,
-    comparison_table,
     make_result,
-    pct,
+    register_comparison,
     register_experiment,
     register_figure,
 )
@@ -78,6 +78,7 @@ def label_smoothing(s: SmoothingSettings, runner: Runner) -> ExperimentResult:
                 "dark_structure": dark_structure(logits, test.labels, s.temperature),
                 "agreement": None,
                 "run_id": t.run_id,
+                "hard_run_id": "",
             }
         )  # fmt: skip
         matrix = analysis.similarity_matrix(logits, test.labels, s.temperature, test.class_names)
@@ -85,26 +86,19 @@ def label_smoothing(s: SmoothingSettings, runner: Runner) -> ExperimentResult:
         long.columns = ["true_class", "class", "probability"]
         long.insert(0, "smoothing", float(ls))
         sims.append(long)
+    students = []
     for ls, t in teachers:
         run = runner.train(
             distill_config(s, s.student, t.checkpoint), f"{s.student} from smoothing-{ls:g} teacher"
         )
-        rows.append(_student_row(run, smoothing=float(ls), model="student", arch=s.student))
+        students.append((ls, run))
     hard = runner.train(
         hard_config(s, s.student, teachers[0][1].checkpoint), f"{s.student} hard labels"
     )
-    rows.append(_student_row(hard, smoothing=float("nan"), model="student, hard labels", arch=s.student))  # fmt: skip
+    for ls, run in students:
+        rows.append(_student_row(run, hard, smoothing=float(ls), model="student", arch=s.student))
+    rows.append(_student_row(hard, hard, smoothing=float("nan"), model="student, hard labels", arch=s.student))  # fmt: skip
     table = pd.DataFrame(rows)
-    teacher_rows = table[table["model"] == "teacher"].set_index("smoothing")
-    student_rows = table[table["model"] == "student"].set_index("smoothing")
-    lo, hi = min(s.smoothings), max(s.smoothings)
-    comparison = comparison_table(
-        [
-            (f"teacher error, smoothing {lo:g} -> {hi:g}", f"{pct(teacher_rows.loc[lo, 'error'], 2)} -> {pct(teacher_rows.loc[hi, 'error'], 2)}", "0.67% -> 0.59% (MNIST)", MULLER),
-            (f"student error, from teacher {lo:g} -> {hi:g}", f"{pct(student_rows.loc[lo, 'error'], 2)} -> {pct(student_rows.loc[hi, 'error'], 2)}", "0.74% -> 0.91%", MULLER),
-            (f"teacher dark structure at T={s.temperature:g} (nats), {lo:g} -> {hi:g}", f"{teacher_rows.loc[lo, 'dark_structure']:.3f} -> {teacher_rows.loc[hi, 'dark_structure']:.3f}", "smoothing erases it (qualitative)", MULLER),
-        ]
-    )  # fmt: skip
     notice = (
         "Compare the two similarity matrices and the dark_structure column: label smoothing "
         "pulls a teacher's non-target probabilities towards equal, erasing its 'a 7 looks a bit "
@@ -112,12 +106,33 @@ def label_smoothing(s: SmoothingSettings, runner: Runner) -> ExperimentResult:
         "this is exactly the information distillation transfers, so the smoothed teacher's "
         "student gains less."
     )
-    return make_result(
-        s, "label-smoothing", table, comparison, notice, extras={"similarity": pd.concat(sims)}
-    )
+    return make_result(s, "label-smoothing", table, notice, extras={"similarity": pd.concat(sims)})
 
 
-def _student_row(run: Trained, **fields: Any) -> dict[str, Any]:
+@register_comparison("label-smoothing")
+def compare(s: SmoothingSettings, table: pd.DataFrame) -> pd.DataFrame:
+    """Müller et al.'s two directions, each read from the two accuracy intervals: smoothing makes
+    the teacher more accurate, and its student less accurate."""
+    teacher_rows = table[table["model"] == "teacher"].set_index("smoothing")
+    student_rows = table[table["model"] == "student"].set_index("smoothing")
+    lo, hi = min(s.smoothings), max(s.smoothings)
+    t_lo, t_hi, s_lo, s_hi = teacher_rows.loc[lo], teacher_rows.loc[hi], student_rows.loc[lo], student_rows.loc[hi]  # fmt: skip
+    return iv.comparison_rows(
+        [
+            (f"teacher error, smoothing {lo:g} -> {hi:g}", f"{_error_text(t_lo)} -> {_error_text(t_hi)}", "0.67% -> 0.59% (MNIST): smoothing helps the teacher", iv.order_verdict(iv.interval(t_hi), iv.interval(t_lo)), MULLER),
+            (f"student error, from teacher {lo:g} -> {hi:g}", f"{_error_text(s_lo)} -> {_error_text(s_hi)}", "0.74% -> 0.91%: the smoothed teacher teaches worse", iv.order_verdict(iv.interval(s_lo), iv.interval(s_hi)), MULLER),
+            (f"teacher dark structure at T={s.temperature:g} (nats), {lo:g} -> {hi:g}", f"{t_lo['dark_structure']:.3f} -> {t_hi['dark_structure']:.3f}", "smoothing erases it (qualitative)", "-", MULLER),
+        ]
+    )  # fmt: skip
+
+
+def _error_text(row: pd.Series) -> str:
+    """'1.20% (0.62–2.31)': the error rate with the accuracy interval turned over."""
+    low, high = iv.interval(row)
+    return iv.value_text(1 - row["accuracy"], 1 - high, 1 - low, digits=2)
+
+
+def _student_row(run: Trained, hard: Trained, **fields: Any) -> dict[str, Any]:
     return {
         **fields,
         "accuracy": run.metrics["accuracy"],
@@ -127,6 +142,7 @@ def _student_row(run: Trained, **fields: Any) -> dict[str, Any]:
         "dark_structure": None,
         "agreement": run.metrics.get("agreement"),
         "run_id": run.run_id,
+        "hard_run_id": hard.run_id,
     }
 
 

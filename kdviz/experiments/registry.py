@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kdviz.errors import KdvizError
-from kdviz.experiments.settings import Settings
+from kdviz.experiments.settings import SEED_STEP, SMOKE_TEST, Settings
 from kdviz.runs import run_folder
 
 RESULT_JSON = "result.json"  # the whole result, in the experiment's run folder
@@ -43,7 +43,7 @@ class ExperimentResult:
     title: str
     settings: dict[str, Any]  # the resolved settings (dataclasses.asdict)
     table: pd.DataFrame  # tidy: one row per model / condition
-    comparison: pd.DataFrame  # columns: measure, ours, published, source
+    comparison: pd.DataFrame  # columns: measure, ours, published, verdict, source
     notice: str  # two sentences: what to notice
     run_ids: list[str] = field(default_factory=list)  # every training run it used
     extras: dict[str, pd.DataFrame] = field(default_factory=dict)  # e.g. similarity matrices
@@ -142,6 +142,7 @@ def load_result(run_id_or_folder: str | Path) -> ExperimentResult:
 
 ExperimentFn = Callable[[Any, Any], ExperimentResult]  # (settings, runner.Runner) -> result
 FigureFn = Callable[[Any, pd.DataFrame], None]  # draws a result table into a plotly Figure
+CompareFn = Callable[[Any, pd.DataFrame], pd.DataFrame]  # (settings, table) -> comparison
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ class Experiment:
 
 _EXPERIMENTS: dict[str, Experiment] = {}
 _FIGURES: dict[str, FigureFn] = {}  # experiments with their own chart; the rest get bars
+_COMPARISONS: dict[str, CompareFn] = {}  # experiment -> compare(settings, table)
 
 
 def register_experiment(
@@ -194,6 +196,26 @@ def register_figure(name: str) -> Callable[[FigureFn], FigureFn]:
         return fn
 
     return decorator
+
+
+def register_comparison(name: str) -> Callable[[CompareFn], CompareFn]:
+    """Register ``compare(settings, table) -> comparison``: experiment ``name``'s numbers beside
+    the published ones, with a verdict from the intervals. It runs after the intervals are added
+    and the seeds averaged, so it reads only the final table."""
+
+    def decorator(fn: CompareFn) -> CompareFn:
+        _COMPARISONS[name] = fn
+        return fn
+
+    return decorator
+
+
+def compare(name: str, settings: Any, table: pd.DataFrame) -> pd.DataFrame:
+    """The registered comparison of experiment ``name`` on ``table`` (empty when there is none)."""
+    fn = _COMPARISONS.get(name)
+    if fn is None:
+        return pd.DataFrame(columns=["measure", "ours", "published", "verdict", "source"])
+    return fn(settings, table)
 
 
 def list_experiments() -> list[str]:
@@ -249,20 +271,18 @@ def pct(value: float, digits: int = 1) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}%"
 
 
-def comparison_table(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["measure", "ours", "published", "source"])
-
-
 def make_result(
-    s: Settings, name: str, table: pd.DataFrame, comparison: pd.DataFrame, notice: str, **kw: Any
+    s: Settings, name: str, table: pd.DataFrame, notice: str, **kw: Any
 ) -> ExperimentResult:
+    """An experiment's result for one seed; the runner adds the intervals, averages the seeds and
+    fills the comparison (the experiment's registered ``compare``)."""
     spec = get_experiment(name)
     return ExperimentResult(
         name=name,
         title=spec.title,
         settings=s.to_dict(),
         table=numeric_columns(table.reset_index(drop=True)),
-        comparison=comparison,
+        comparison=pd.DataFrame(),
         notice=notice,
         **kw,
     )
@@ -317,6 +337,10 @@ def format_result(result: ExperimentResult) -> str:
     lines = [
         f"## {result.title}",
         "",
+        *([f"**{SMOKE_TEST}.**", ""] if result.settings.get("size") == "tiny" else []),
+        f"{seeds_text(result.settings)} 95% intervals: Wilson for accuracies, Newcombe's paired "
+        "interval for gains over the hard-label baseline; verdicts come from the intervals.",
+        "",
         markdown_table(result.comparison),
         "",
         markdown_table(result.table.drop(columns=[c for c in result.table if "run_id" in c])),
@@ -329,12 +353,24 @@ def format_result(result: ExperimentResult) -> str:
     return "\n".join(lines)
 
 
+def seeds_text(settings: dict[str, Any]) -> str:
+    """'Mean over 3 seeds (0, 1000, 2000).' or 'One seed (0).'"""
+    seeds, seed = int(settings.get("seeds") or 1), int(settings.get("seed") or 0)
+    if seeds == 1:
+        return f"One seed ({seed})."
+    return (
+        f"Mean over {seeds} seeds ({', '.join(str(seed + SEED_STEP * i) for i in range(seeds))})."
+    )
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub Markdown table; accuracies and rates as percentages, other floats to 3 places."""
 
     def cell(column: str, value: Any) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
+        if isinstance(value, bool | np.bool_):
+            return "yes" if value else "no"
         if isinstance(value, float):
             rate = any(w in column for w in ("accuracy", "agreement", "error", "share", "prior", "gain", "fraction"))  # fmt: skip
             return f"{100 * value:.1f}%" if rate else f"{value:.3g}"

@@ -21,21 +21,32 @@ from typing import Any
 
 from torch import Tensor
 
-from kdviz import engine, jobs
+from kdviz import engine, jobs, stats
 from kdviz.data import load_dataset
 from kdviz.engine import TrainConfig
 from kdviz.errors import KdvizError
+from kdviz.experiments import intervals
 from kdviz.experiments.registry import (
     RESULT_JSON,
     TABLE_CSV,
+    Experiment,
     ExperimentResult,
+    compare,
     format_result,
     get_experiment,
     list_experiments,
     make_settings,
+    numeric_columns,
     write_text,
 )
-from kdviz.experiments.settings import SIZES, Settings, TeacherSettings, common_fields
+from kdviz.experiments.settings import (
+    SEED_STEP,
+    SIZES,
+    SMOKE_TEST,
+    Settings,
+    TeacherSettings,
+    common_fields,
+)
 from kdviz.models import (
     ModelCard,
     load_card,
@@ -66,6 +77,8 @@ class Trained:
     history: list[dict[str, Any]]
     seconds: float
     snapshots: dict[int, str] = field(default_factory=dict)  # epoch -> stem of a copy
+    dataset: str = ""  # where metrics were measured: the run's dataset and eval split
+    split: str = ""
 
 
 class Runner:
@@ -90,6 +103,7 @@ class Runner:
         self.reused: list[str] = []  # finished runs of earlier experiments used again (a teacher)
         self.planned = 0
         self.teacher_used = ""  # what teacher() returned
+        self._correct: dict[str, Tensor] = {}  # run id -> (N,) bool on its eval split
 
     @property
     def folder(self) -> Path:
@@ -172,8 +186,9 @@ class Runner:
         if result.status != "done":
             raise KdvizError(f"The run {run_id} ({label}) {result.status}: {result.message}")
         trained = Trained(
-            run_id, label, str(stem), result.metrics, result.history, result.seconds, snapshots
-        )
+            run_id, label, str(stem), result.metrics, result.history, result.seconds, snapshots,
+            cfg.dataset, cfg.eval_split,
+        )  # fmt: skip
         self.trained.append(trained)
         self.store.update(self.experiment_id, step=len(self.trained))
         acc = result.metrics.get("accuracy", float("nan"))
@@ -187,6 +202,17 @@ class Runner:
         """(N, K) logits of a checkpoint on a split (the disk cache is used for stable stems)."""
         model, card = load_checkpoint(checkpoint)
         return engine.model_logits(model, card, load_dataset(dataset, split))
+
+    def correct(self, run_id: str) -> Tensor:
+        """(N,) bool: which images of its eval split the model of run ``run_id`` gets right."""
+        if run_id not in self._correct:
+            run = next((t for t in self.trained if t.run_id == run_id), None)
+            if run is None:
+                raise KdvizError(f"The run {run_id} was not trained by this experiment.")
+            data = load_dataset(run.dataset, run.split)
+            logits = self.logits(run.checkpoint, run.dataset, run.split)
+            self._correct[run_id] = stats.correct_vector(logits, data.labels)
+        return self._correct[run_id]
 
     def teacher(self, s: TeacherSettings) -> str:
         """The teacher to distil: ``s.teacher``, else the shipped DATASET-teacher, else one trained
@@ -325,7 +351,7 @@ def run_experiment(
     runner = Runner(store, run_id, source=source, show_progress=show_progress, echo=echo, stop=stop)
     started = time.perf_counter()
     try:
-        result = spec.fn(s, runner)
+        result = _run_seeds(spec, s, runner)
     except (Cancelled, KeyboardInterrupt):
         store.finish(run_id, "cancelled", f"Cancelled after {len(runner.trained)} runs.")
         raise
@@ -350,6 +376,26 @@ def run_experiment(
         step=len(runner.trained),
         total_steps=len(runner.trained),
     )
+    return result
+
+
+def _run_seeds(spec: Experiment, s: Settings, runner: Runner) -> ExperimentResult:
+    """Run the experiment once per seed, add the intervals to each table, average the seeds and
+    compare with the papers (the experiment's registered ``compare`` on the final table)."""
+    n_eval = len(load_dataset(s.dataset, s.eval_split))
+    results = []
+    for i in range(s.seeds):
+        seeded = dataclasses.replace(s, seed=s.seed + SEED_STEP * i)
+        if s.seeds > 1:
+            runner.echo(f"seed {i + 1} of {s.seeds} (seed {seeded.seed})")
+        result = spec.fn(seeded, runner)
+        table = intervals.add_wilson(result.table, "accuracy", n_eval)
+        result.table = intervals.add_paired_gain(table, runner.correct)
+        results.append(result)
+    result = results[0]
+    result.settings = s.to_dict()
+    result.table = numeric_columns(intervals.aggregate_seeds([r.table for r in results]))
+    result.comparison = compare(spec.name, s, result.table)
     return result
 
 
@@ -485,6 +531,9 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--size", choices=SIZES, default=None, help="tiny (seconds) or full")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
     parser.add_argument(
+        "--seeds", type=int, default=None, help="repeat with this many seeds (tiny 1, full 3)"
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -510,7 +559,7 @@ def run_experiment_cli(args: argparse.Namespace) -> int:
             raise KdvizError(f"--set takes KEY=VALUE (got {item!r}), e.g. --set epochs=5.")
         key, value = item.split("=", 1)
         overrides[key.strip().replace("-", "_")] = value
-    for key in ("dataset", "size", "device"):
+    for key in ("dataset", "size", "device", "seeds"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     settings = spec.make_settings(**overrides)
@@ -521,6 +570,8 @@ def run_experiment_cli(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr, flush=True)
 
     echo(f"{spec.title}: {spec.question}")
+    if settings.size == "tiny":
+        echo(f"Note: {SMOKE_TEST}.")
     try:
         result = run_experiment(
             spec.name, settings, source="cli", show_progress=not quiet, echo=echo

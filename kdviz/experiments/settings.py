@@ -11,6 +11,8 @@ from kdviz.engine import DistillConfig
 from kdviz.errors import KdvizError
 
 SIZES = ("tiny", "full")
+SEED_STEP = 1000  # repeat i runs with seed + 1000 i (experiments use seed + g, + i inside)
+SMOKE_TEST = "tiny is a smoke test; its numbers are noise"  # said wherever a tiny result shows
 
 
 @dataclass(frozen=True)
@@ -23,12 +25,13 @@ class Settings:
     batch_size: int | None = None  # examples per optimiser step (tiny 256, full 128)
     lr: float = 1e-3  # peak learning rate (AdamW, cosine schedule)
     seed: int = 0  # seeds weights, batch order and every shuffle
+    seeds: int | None = None  # repeats, with seed, seed + 1000, ...: tiny 1, full 3
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
     eval_split: str = "test"  # where results are reported; choices (a bias, a T) use "val" only
 
     _PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"epochs": 2, "batch_size": 256},
-        "full": {"epochs": 60, "batch_size": 128},  # the shipped MLP students' recipe
+        "tiny": {"epochs": 2, "batch_size": 256, "seeds": 1},  # a smoke test: its numbers are noise
+        "full": {"epochs": 60, "batch_size": 128, "seeds": 3},  # the shipped MLP students' recipe
     }
 
     def resolved(self) -> Settings:
@@ -42,7 +45,11 @@ class Settings:
         out = dataclasses.replace(self, **changes)
         for f in dataclasses.fields(out):
             value = getattr(out, f.name)
-            if f.name.endswith("epochs") and isinstance(value, int) and value < 1:
+            if (
+                (f.name.endswith("epochs") or f.name == "seeds")
+                and isinstance(value, int)
+                and value < 1
+            ):
                 raise KdvizError(f"{f.name} must be at least 1 (got {value}).")
         return out
 

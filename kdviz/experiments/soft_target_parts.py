@@ -9,15 +9,16 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from kdviz import stats
 from kdviz.data import load_dataset
+from kdviz.experiments import intervals as iv
 from kdviz.experiments.registry import (
     FURLANELLO,
     HINTON,
     YUAN,
     ExperimentResult,
-    comparison_table,
     make_result,
-    pct,
+    register_comparison,
     register_experiment,
 )
 from kdviz.experiments.runner import Runner
@@ -83,21 +84,7 @@ def soft_target_parts(s: PartsSettings, runner: Runner) -> ExperimentResult:
             }
         )
     table = pd.DataFrame(rows)
-    acc = dict(zip(table["variant"], table["accuracy"], strict=True))
-    base = acc["hard labels"]
-
-    def vs(label: str) -> str:
-        return f"{pct(acc[label])} ({100 * (acc[label] - base):+.1f} pts)"
-
-    comparison = comparison_table(
-        [
-            ("full soft targets vs hard labels", vs("full soft targets"), "KD beats the hard-label baseline", HINTON),
-            ("DKPP (structure destroyed)", vs("DKPP"), "still improved on the baseline (CIFAR-100)", FURLANELLO),
-            ("CWTM (confidence only)", vs("CWTM"), "still improved on the baseline (CIFAR-100)", FURLANELLO),
-            ("virtual teacher (no teacher at all)", vs("virtual teacher"), "comparable to KD from a strong teacher (up to +0.65% ImageNet)", YUAN),
-            (f"top-{s.top_k} soft targets", vs(f"top-{s.top_k} soft targets"), "-", ""),
-        ]
-    )  # fmt: skip
+    table["hard_run_id"] = table["run_id"].iloc[0]  # every variant against hard labels
     notice = (
         "Each variant keeps one ingredient of the soft targets: DKPP keeps how much probability "
         "is dark but scrambles which classes get it, CWTM keeps only the teacher's confidence, and "
@@ -105,4 +92,28 @@ def soft_target_parts(s: PartsSettings, runner: Runner) -> ExperimentResult:
         f"best of these is the part of the gain that needs the teacher to know which of the "
         f"{k_classes} classes look alike."
     )
-    return make_result(s, "soft-target-parts", table, comparison, notice)
+    return make_result(s, "soft-target-parts", table, notice)
+
+
+@register_comparison("soft-target-parts")
+def compare(s: PartsSettings, table: pd.DataFrame) -> pd.DataFrame:
+    """Each variant's paired gain over hard labels against "it improved on the baseline"; the
+    virtual teacher's interval against full KD's for Yuan et al.'s "comparable"."""
+    row = {r["variant"]: r for _, r in table.iterrows()}
+
+    def vs(label: str) -> str:
+        return f"{iv.row_text(row[label])}; {iv.gain_text(row[label])}"
+
+    def beats(label: str) -> str:
+        return stats.verdict(iv.interval(row[label], "gain"), iv.BEATS)
+
+    comparable = iv.equal_verdict([iv.interval(row["virtual teacher"]), iv.interval(row["full soft targets"])])  # fmt: skip
+    return iv.comparison_rows(
+        [
+            ("full soft targets vs hard labels", vs("full soft targets"), "KD beats the hard-label baseline", beats("full soft targets"), HINTON),
+            ("DKPP (structure destroyed)", vs("DKPP"), "still improved on the baseline (CIFAR-100)", beats("DKPP"), FURLANELLO),
+            ("CWTM (confidence only)", vs("CWTM"), "still improved on the baseline (CIFAR-100)", beats("CWTM"), FURLANELLO),
+            ("virtual teacher (no teacher at all)", vs("virtual teacher"), "comparable to KD from a strong teacher (up to +0.65% ImageNet)", comparable, YUAN),
+            (f"top-{s.top_k} soft targets", vs(f"top-{s.top_k} soft targets"), "-", "-", ""),
+        ]
+    )  # fmt: skip

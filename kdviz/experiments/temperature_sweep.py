@@ -9,13 +9,14 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from kdviz import stats
+from kdviz.experiments import intervals as iv
 from kdviz.experiments.registry import (
     COLORS,
     HINTON,
     ExperimentResult,
-    comparison_table,
     make_result,
-    pct,
+    register_comparison,
     register_experiment,
     register_figure,
 )
@@ -61,45 +62,57 @@ def temperature_sweep(s: SweepSettings, runner: Runner) -> ExperimentResult:
                     "agreement": run.metrics.get("agreement"),
                     "nll": run.metrics["nll"],
                     "hard_accuracy": hard.metrics["accuracy"],
-                    "gain": run.metrics["accuracy"] - hard.metrics["accuracy"],
                     "run_id": run.run_id,
                     "hard_run_id": hard.run_id,
                 }
             )
     table = pd.DataFrame(rows)
-    comparison = []
-    for arch in s.students:
-        part = table[table["student"] == arch]
-        best = part.loc[part["accuracy"].idxmax()]
-        high = part[part["temperature"] >= 8]
-        units = _hidden_units(arch)
-        spread = (
-            f"; T >= 8 within {100 * (high['accuracy'].max() - high['accuracy'].min()):.1f} pts"
-            if len(high) > 1 and units is not None and units >= 300
-            else ""
-        )
-        published = (
-            "with >= 300 units per layer all T > 8 did about equally"
-            if units is not None and units >= 300
-            else "with 30 units per layer T = 2.5 to 4 was best"
-            if units is not None and units <= 30
-            else "-"
-        )
-        comparison.append(
-            (
-                f"{arch}: best T (test accuracy)",
-                f"T = {best['temperature']:g} ({pct(best['accuracy'])}){spread}",
-                published,
-                f"{HINTON}, section 3",
-            )
-        )
     notice = (
         "Read each student's curve against its own hard-label accuracy (the gain column): the "
         "large student should be nearly flat once T is high, while the small one should peak at "
         "a middling T. A small net cannot also fit the tiny non-target probabilities that a high "
         "T makes as loud as the rest, so for it some dark knowledge is best left ignored."
     )
-    return make_result(s, "temperature-sweep", table, comparison_table(comparison), notice)
+    return make_result(s, "temperature-sweep", table, notice)
+
+
+@register_comparison("temperature-sweep")
+def compare(s: SweepSettings, table: pd.DataFrame) -> pd.DataFrame:
+    """Per student: the best T against Hinton's finding for its size, and its gain over hard
+    labels (paired interval) against "distillation helps"."""
+    rows = []
+    for arch in s.students:
+        part = table[table["student"] == arch]
+        best = part.loc[part["accuracy"].idxmax()]
+        high = part[part["temperature"] >= 8]
+        units = _hidden_units(arch)
+        if units is not None and units >= 300:
+            published = "with >= 300 units per layer all T > 8 did about equally"
+            verdict = iv.equal_verdict([iv.interval(r) for _, r in high.iterrows()])
+            spread = f"; T >= 8 within {100 * (high['accuracy'].max() - high['accuracy'].min()):.1f} pts" if len(high) > 1 else ""  # fmt: skip
+        elif units is not None and units <= 30:
+            published = "with 30 units per layer T = 2.5 to 4 was best"
+            inside = part[(part["temperature"] >= 2.5) & (part["temperature"] <= 4)]
+            outside = part.drop(inside.index)
+            verdict = (
+                iv.order_verdict(iv.interval(inside.loc[inside["accuracy"].idxmax()]), iv.interval(outside.loc[outside["accuracy"].idxmax()]))
+                if len(inside) and len(outside) else "inconclusive"
+            )  # fmt: skip
+            spread = ""
+        else:
+            published, verdict, spread = "-", "-", ""
+        ours = f"T = {best['temperature']:g}: {iv.row_text(best)}{spread}"
+        rows.append((f"{arch}: best T (test accuracy)", ours, published, verdict, f"{HINTON}, section 3"))  # fmt: skip
+        rows.append(
+            (
+                f"{arch}: gain of T = {best['temperature']:g} over hard labels",
+                iv.gain_text(best),
+                "distillation beats training on the hard labels",
+                stats.verdict(iv.interval(best, "gain"), iv.BEATS),
+                f"{HINTON}, section 3",
+            )
+        )
+    return iv.comparison_rows(rows)
 
 
 def _hidden_units(arch: str) -> int | None:
