@@ -263,7 +263,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(metrics))
         return 0
     print(f"{metrics['checkpoint']} on {args.dataset} [{args.split}], n = {metrics['n']}")
-    print(f"  accuracy  {metrics['accuracy']:.2%}  ({metrics['errors']} errors)")
+    ci = metrics.get("accuracy_ci")  # Wilson 95%
+    ci_text = f"; 95% CI {ci[0]:.2%} to {ci[1]:.2%}" if ci else ""
+    print(f"  accuracy  {metrics['accuracy']:.2%}  ({metrics['errors']} errors{ci_text})")
+    known = [c for c in metrics.get("per_class", []) if c["n"]]
+    if known:
+        worst = min(known, key=lambda c: c["accuracy"])
+        low, high = worst["accuracy_ci"]
+        print(f"  worst class {worst['name']}: {worst['accuracy']:.2%} of {worst['n']} (95% CI {low:.2%} to {high:.2%})")  # fmt: skip
     print(f"  nll       {metrics['nll']:.4f}")
     print(f"  ece       {metrics['ece']:.4f}")
     if "agreement" in metrics:

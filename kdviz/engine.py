@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdviz import distributed, precision, soft
+from kdviz import distributed, precision, soft, stats
 from kdviz.data import Dataset, load_dataset, normalize
 from kdviz.errors import KdvizError
 from kdviz.losses import create_loss
@@ -345,6 +345,9 @@ def evaluate(
     )
     if teacher is not None:
         metrics["teacher"] = str(teacher)
+    summary = stats.accuracy_summary(logits, dataset.labels, dataset.class_names)
+    metrics["accuracy_ci"] = summary["accuracy_ci"]  # [low, high], Wilson 95%
+    metrics["per_class"] = summary["per_class"]  # [{class, name, n, accuracy, accuracy_ci, ...}]
     return metrics
 
 

@@ -194,3 +194,38 @@ def test_accuracy_summary_overall_and_per_class():
 def test_format_accuracy():
     assert stats.format_accuracy(0.974, 500) == "97.4% (95.6–98.5)"
     assert stats.format_accuracy(float("nan"), 500) == "-"
+
+
+# ---------------------------------------------------------------------------- kdviz evaluate
+
+
+def test_evaluate_json_has_the_wilson_interval_and_per_class_accuracy(capsys):
+    import json
+
+    from kdviz.cli import main
+    from kdviz.data import load_dataset
+    from kdviz.engine import dataset_logits
+    from kdviz.paths import PRETRAINED_DIR
+
+    teacher = str(PRETRAINED_DIR / "mnist5k-teacher")
+    assert main(["evaluate", teacher, "--dataset", "mnist5k", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    test = load_dataset("mnist5k", "test")
+    right = dataset_logits(teacher, "mnist5k", "test").argmax(-1) == test.labels
+    k, n = int(right.sum()), len(test)
+    assert out["n"] == n and out["accuracy"] == pytest.approx(k / n)
+    # the interval by the score test solved independently, with z = 1.96
+    assert out["accuracy_ci"] == pytest.approx(list(_score_test_roots(k, n, 1.96)), abs=1e-12)
+    per = out["per_class"]
+    assert [p["name"] for p in per] == list(test.class_names)
+    assert sum(p["n"] for p in per) == n and sum(p["correct"] for p in per) == k
+    for c, p in enumerate(per):
+        mask = test.labels == c
+        assert p["n"] == int(mask.sum()) and p["correct"] == int(right[mask].sum())
+        assert p["accuracy_ci"] == pytest.approx(
+            list(_score_test_roots(p["correct"], p["n"], 1.96)), abs=1e-12
+        )
+    assert main(["evaluate", teacher, "--dataset", "mnist5k"]) == 0
+    text = capsys.readouterr().out
+    low, high = out["accuracy_ci"]
+    assert f"95% CI {low:.2%} to {high:.2%}" in text and "worst class" in text
