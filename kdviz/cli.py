@@ -8,17 +8,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from kdviz.errors import KdvizError
 from kdviz.runs import STATUSES
 
 EXIT_USER_ERROR = 2
+MAX_RUNS_LIMIT = 1_000_000  # `kdviz runs --limit N`: more than any store holds
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, like kdviz's own: ``kdviz: error: ...`` and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            EXIT_USER_ERROR, f"kdviz: error: {self.prog}: {message} (see {self.prog} --help).\n"
+        )
 
 
 def _add_fit_args(parser: argparse.ArgumentParser, defaults: Any) -> None:
@@ -67,7 +78,7 @@ def _config_from_args(cls: type, args: argparse.Namespace) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     from kdviz.engine import DistillConfig, TrainConfig
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kdviz",
         description="Explore dark knowledge: soft targets, class similarity, live distillation.",
     )
@@ -170,7 +181,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from kdviz.engine import DistillConfig, TrainConfig, fit
+    from kdviz.engine import DistillConfig, TrainConfig, fit, validate_config
 
     cls = DistillConfig if args.command == "distill" else TrainConfig
     cfg = _config_from_args(cls, args)
@@ -191,6 +202,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if not is_main_process():  # torchrun's other ranks train their shards; rank 0 reports
         result = fit(cfg)
         return 0 if result.status in ("done", "cancelled") else 1
+    validate_config(cfg)  # before the run is recorded: a refused config leaves no trace
     store, run = _record_run(cfg)
     if run is None:
         result = fit(cfg, on_epoch=on_epoch, show_progress=not args.json)
@@ -225,6 +237,10 @@ def _record_run(cfg: Any) -> tuple[Any, Any]:
 def _cmd_runs(args: argparse.Namespace) -> int:
     from kdviz.runs import RunStore
 
+    if not 0 <= args.limit <= MAX_RUNS_LIMIT:
+        raise KdvizError(
+            f"--limit {args.limit} is not valid; give a number of runs from 0 (all) to {MAX_RUNS_LIMIT:,}."
+        )
     store = RunStore()
     if args.delete:
         store.delete_run(args.delete)
@@ -379,6 +395,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kdviz: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(
+            "kdviz: error: this machine ran out of memory; use a smaller model, batch size or dataset.",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    except OSError as err:
+        sentence = _path_error(err)
+        if not sentence:
+            raise  # not about a path the user gave: a bug to see in full
+        print(f"kdviz: error: {sentence}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+# errno values that mean "this path cannot be used", whatever the command: the user's to fix.
+_PATH_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EISDIR: "it is a folder",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "no space left on the device",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.ELOOP: "too many symbolic links",
+    errno.EEXIST: "a file of that name is in the way",
+}
+
+
+def _path_error(err: OSError) -> str:
+    """One sentence for an OSError about a named path (permissions, read-only, full disk...), or ""."""
+    reason = _PATH_ERRNOS.get(err.errno or -1)
+    if reason is None or not err.filename:
+        return ""
+    return f"kdviz cannot use {err.filename} ({reason}); check the path you gave, or its permissions and free space."
 
 
 def _worker(argv: list[str]) -> int:
