@@ -332,3 +332,27 @@ def test_a_pair_of_tables_with_other_rows_is_refused(home, tmp_path):
     at.toggle(key="all_checkpoints").set_value(True).run()
     assert "b — incompatible: 50 rows vs 60" in at.selectbox(key="student").options
     assert at.query_params["dataset"] == "logits:a"
+
+
+def test_uploading_a_model_asks_for_its_architecture_then_shows_it(home, tmp_path):
+    torch.manual_seed(3)
+    model = models.create_model("mlp-8", 10, (1, 8, 8)).eval()
+    buffer = io.BytesIO()
+    torch.save({"state_dict": model.state_dict()}, buffer)
+    at = _app(dataset="digits", teacher=TEACHER, student=STUDENT).run()
+    at.radio(key="own_role").set_value("Student").run()
+    at.file_uploader(key="own_upload").set_value(("my net.pt", buffer.getvalue(), "")).run()
+    _ok(at)
+    assert at.text_input(key="own_name").value == "my_net"
+    assert at.text_input(key="own_shape").value == "1×8×8"  # the dataset's, by default
+    at.text_input(key="own_arch").input("mlp-8")
+    next(b for b in at.button if b.label == "Import").click().run()
+    _ok(at)
+    assert at.selectbox(key="student").value == "my_net"
+    assert at.selectbox(key="teacher").value == TEACHER
+    ds = data.load_dataset("digits", "test")
+    with torch.no_grad():
+        expected = soft.soften(model(ds.normalized()[:1])[0], 1.0).numpy()
+    np.testing.assert_allclose(_bars(at, "Student, T = 1"), expected, rtol=1e-4, atol=1e-6)
+    card = models.load_card("my_net")
+    assert card.mean == list(ds.mean) and card.class_names == list(ds.class_names)
