@@ -296,6 +296,9 @@ def test_every_experiment_runs_tiny_and_stores_a_sane_result(name, teacher):
     assert (parent.folder / "table.csv").read_text() == result.table_csv()
     fig = ex.result_figure(result)
     assert len(fig.data) >= 1
+    assert any(tr.error_y is not None and tr.error_y.array is not None for tr in fig.data)
+    assert (result.table["accuracy_low"] <= result.table["accuracy"] + 1e-12).all()
+    assert (result.table["accuracy"] <= result.table["accuracy_high"] + 1e-12).all()
     assert ex.markdown_table(result.comparison).count("\n") == len(result.comparison) + 1
 
 
@@ -450,12 +453,15 @@ def test_page_shows_a_stored_result_and_starts_an_experiment(monkeypatch):
     assert at.selectbox(key="exp_name").value == "born-again"
     assert len(at.dataframe) >= 2  # our numbers beside the published ones, and the table
     assert any("What to notice" in str(i.value) for i in at.info)
+    assert any("smoke test" in str(w.value) for w in at.warning)  # tiny says what it is
+    assert "verdict" in at.dataframe[0].value.columns
 
     # "Re-run with other settings" puts the stored settings into the form ...
     at.button(key=f"exp_{result.experiment_run}_load").click().run()
     assert at.radio(key="exp_born-again_size").value == "tiny"
     assert at.text_input(key="exp_born-again_tiny_arch").value == "mlp-16"
-    assert not at.warning  # no "default value and Session State" clash
+    # no "default value and Session State" clash: the only warning is the smoke-test label
+    assert [w for w in at.warning if "smoke test" not in str(w.value)] == []
     # ... and Start launches the experiment with what the form holds
     started = {}
     monkeypatch.setattr(ex, "start_experiment", lambda n, st_, store=None: _fake(started, n, st_))

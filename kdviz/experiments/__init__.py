@@ -26,6 +26,7 @@ from kdviz.experiments.registry import (
     register_experiment,
     register_figure,
     result_figure,
+    seeds_text,
 )
 from kdviz.experiments.runner import (
     Cancelled,
@@ -39,7 +40,7 @@ from kdviz.experiments.runner import (
     run_experiment_worker,
     start_experiment,
 )
-from kdviz.experiments.settings import SIZES, Settings, TeacherSettings
+from kdviz.experiments.settings import SIZES, SMOKE_TEST, Settings, TeacherSettings
 from kdviz.experiments.transforms import (
     bias_for_share,
     dark_structure,
@@ -63,6 +64,7 @@ from kdviz.experiments import ensemble_to_one  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "SIZES",
+    "SMOKE_TEST",
     "Cancelled",
     "Experiment",
     "ExperimentResult",
@@ -88,6 +90,7 @@ __all__ = [
     "run_experiment",
     "run_experiment_cli",
     "run_experiment_worker",
+    "seeds_text",
     "shift_class",
     "shuffle_non_target",
     "start_experiment",

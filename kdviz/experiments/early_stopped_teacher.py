@@ -15,6 +15,7 @@ from kdviz.experiments import intervals as iv
 from kdviz.experiments.registry import (
     CHO,
     ExperimentResult,
+    error_bars,
     make_result,
     register_comparison,
     register_experiment,
@@ -126,7 +127,7 @@ def _figure(fig, t: pd.DataFrame) -> None:
     """The teacher's accuracy and its student's per teacher checkpoint; hard labels dashed."""
     taught = t.dropna(subset=["teacher_epoch"])
     fig.add_scatter(x=taught["teacher_epoch"], y=taught["teacher_accuracy"], mode="lines+markers", name="teacher")  # fmt: skip
-    fig.add_scatter(x=taught["teacher_epoch"], y=taught["accuracy"], mode="lines+markers", name="student")  # fmt: skip
+    fig.add_scatter(x=taught["teacher_epoch"], y=taught["accuracy"], mode="lines+markers", name="student", error_y=error_bars(taught))  # fmt: skip
     hard = t[t["teacher_epoch"].isna()]["accuracy"]
     if len(hard):
         fig.add_hline(y=float(hard.iloc[0]), line_dash="dash", annotation_text="student, hard labels")  # fmt: skip

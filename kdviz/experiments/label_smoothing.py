@@ -16,6 +16,7 @@ from kdviz.experiments import intervals as iv
 from kdviz.experiments.registry import (
     MULLER,
     ExperimentResult,
+    error_bars,
     make_result,
     register_comparison,
     register_experiment,
@@ -151,4 +152,4 @@ def _figure(fig, t: pd.DataFrame) -> None:
     """Accuracy of each teacher and of its student, per smoothing."""
     for model, part in t.groupby("model", sort=False):
         x = ["hard labels" if pd.isna(v) else f"smoothing {v:g}" for v in part["smoothing"]]
-        fig.add_bar(x=x, y=part["accuracy"], name=model)
+        fig.add_bar(x=x, y=part["accuracy"], name=model, error_y=error_bars(part))

@@ -14,6 +14,7 @@ from kdviz.experiments import intervals as iv
 from kdviz.experiments.registry import (
     HINTON,
     ExperimentResult,
+    error_bars,
     make_result,
     register_comparison,
     register_experiment,
@@ -115,5 +116,5 @@ def compare(s: OmittedClassSettings, table: pd.DataFrame) -> pd.DataFrame:
 def _figure(fig, t: pd.DataFrame) -> None:
     """Accuracy on the omitted class before and after the bias, per model."""
     for stage, part in t.groupby("stage", sort=False):
-        fig.add_bar(x=part["model"], y=part["class_accuracy"], name=stage)
+        fig.add_bar(x=part["model"], y=part["class_accuracy"], name=stage, error_y=error_bars(part, "class_accuracy"))  # fmt: skip
     fig.update_yaxes(title=f"test accuracy on class {t['omitted_class'].iloc[0]}")

@@ -303,7 +303,7 @@ def result_figure(result: ExperimentResult):
         draw(fig, t)
     else:  # born-again, soft-target-parts, ensemble-to-one: one bar per model
         x = t["variant"] if "variant" in t else t["model"]
-        fig.add_bar(x=x, y=t["accuracy"], name="accuracy", marker_color=COLORS[0])
+        fig.add_bar(x=x, y=t["accuracy"], name="accuracy", marker_color=COLORS[0], error_y=error_bars(t))  # fmt: skip
     fig.update_layout(
         title=result.title,
         yaxis_title=fig.layout.yaxis.title.text or "test accuracy",
@@ -320,9 +320,28 @@ def result_figure(result: ExperimentResult):
 COLORS = ("#1f6fb4", "#e8710a", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 
+def error_bars(part: pd.DataFrame, column: str = "accuracy") -> dict[str, Any] | None:
+    """Plotly ``error_y`` for ``column`` from its _low / _high interval columns (None without)."""
+    low, high = f"{column}_low", f"{column}_high"
+    if low not in part or high not in part:
+        return None
+    up = (part[high] - part[column]).fillna(0.0).clip(lower=0.0)
+    down = (part[column] - part[low]).fillna(0.0).clip(lower=0.0)
+    return {"type": "data", "symmetric": False, "array": up.tolist(), "arrayminus": down.tolist()}
+
+
 def _zoom_accuracy_axis(fig) -> None:
-    """Accuracies differ by a few points: start the y axis near the smallest value."""
-    values = [v for tr in fig.data for v in (tr.y if tr.y is not None else []) if v == v]
+    """Accuracies differ by a few points: start the y axis near the smallest value (error bars
+    included)."""
+    values = []
+    for tr in fig.data:
+        ys = list(tr.y) if tr.y is not None else []
+        bars = getattr(tr, "error_y", None)
+        up = list(bars.array) if bars is not None and bars.array is not None else [0.0] * len(ys)
+        down = list(bars.arrayminus) if bars is not None and bars.arrayminus is not None else up
+        for y, u, d in zip(ys, up, down, strict=False):
+            if y == y:
+                values += [y - d, y + u]
     if values:
         lo, hi = min(values), max(values)
         pad = max(0.01, 0.1 * (hi - lo))

@@ -14,6 +14,7 @@ from kdviz.experiments import intervals as iv
 from kdviz.experiments.registry import (
     HINTON,
     ExperimentResult,
+    error_bars,
     make_result,
     register_comparison,
     register_experiment,
@@ -110,6 +111,6 @@ def compare(s: RegulariserSettings, table: pd.DataFrame) -> pd.DataFrame:
 def _figure(fig, t: pd.DataFrame) -> None:
     """Test and train accuracy per data share and kind of target."""
     for targets, part in t.groupby("targets", sort=False):
-        fig.add_bar(x=part["data"], y=part["accuracy"], name=f"{targets}: test")
+        fig.add_bar(x=part["data"], y=part["accuracy"], name=f"{targets}: test", error_y=error_bars(part))  # fmt: skip
         fig.add_bar(x=part["data"], y=part["train_accuracy"], name=f"{targets}: train", opacity=0.45)  # fmt: skip
     fig.update_xaxes(title="share of the training data")

@@ -15,6 +15,7 @@ from kdviz.experiments.registry import (
     COLORS,
     HINTON,
     ExperimentResult,
+    error_bars,
     make_result,
     register_comparison,
     register_experiment,
@@ -128,7 +129,7 @@ def _figure(fig, t: pd.DataFrame) -> None:
         color = COLORS[i % len(COLORS)]
         fig.add_scatter(
             x=part["temperature"], y=part["accuracy"], mode="lines+markers", name=arch,
-            line={"color": color},
+            line={"color": color}, error_y=error_bars(part),
         )  # fmt: skip
         fig.add_scatter(
             x=[part["temperature"].min(), part["temperature"].max()],

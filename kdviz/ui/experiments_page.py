@@ -130,8 +130,10 @@ def settings_form(spec: ex.Experiment) -> ex.Settings | None:
         ex.SIZES,
         horizontal=True,
         key=size_key,
-        help="tiny: seconds, to try it out; full: the numbers of the README",
+        help=f"tiny: seconds, to try it out ({ex.SMOKE_TEST}); full: the numbers of the README",
     )
+    if size == "tiny":
+        st.caption(f"Note: {ex.SMOKE_TEST}. Use full for numbers worth comparing with a paper.")
     defaults = spec.make_settings(size=size)
     fields = [f for f in dataclasses.fields(spec.settings) if f.name != "size"]
     values: dict[str, Any] = {}
@@ -168,9 +170,24 @@ def load_into_form(result: ex.ExperimentResult) -> None:
 def show_result(result: ex.ExperimentResult, key: str) -> None:
     """Notice, our numbers beside the published ones, chart, table, downloads, runs used."""
     st.subheader(result.title)
+    if result.settings.get("size") == "tiny":
+        st.warning(f"**{ex.SMOKE_TEST[0].upper()}{ex.SMOKE_TEST[1:]}**: two epochs on a few images "
+                   "check that the experiment runs; run it at full size to compare with the paper.")  # fmt: skip
     st.info(f"**What to notice.** {result.notice}")
     st.markdown("**Our numbers beside the published ones**")
-    st.dataframe(result.comparison, hide_index=True, key=f"{key}_comparison")
+    st.caption(
+        f"{ex.seeds_text(result.settings)} Accuracies with their 95% interval (Wilson); gains over "
+        "the hard-label baseline with Newcombe's paired interval (same images), 'within noise' "
+        "when it contains 0. The verdict is read from the interval, not the point estimate: "
+        "agrees when the whole interval fits the published claim, disagrees when none of it "
+        "does, inconclusive otherwise."
+    )
+    st.dataframe(
+        result.comparison,
+        hide_index=True,
+        key=f"{key}_comparison",
+        column_config={"verdict": st.column_config.TextColumn("verdict", width="small")},
+    )
     st.plotly_chart(ex.result_figure(result), key=f"{key}_chart", config={"displayModeBar": False})
     matrices = similarity_frames(result)
     if matrices:
