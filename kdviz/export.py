@@ -401,10 +401,14 @@ def onnx_latency(
     """Median CPU seconds of one forward pass of an ONNX file at ``batch`` random images."""
     session = onnx_session(path, threads)
     info = session.get_inputs()[0]
+    warmup = 1 if batch > 16 else 2  # the first run allocates; one is enough for large batches
     shape = read_onnx_card(path).get("in_shape") or [int(d) for d in info.shape[1:]]
     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
     return median_latency(
-        lambda: session.run(None, {info.name: x}), budget_s=budget_s, min_runs=min_runs
+        lambda: session.run(None, {info.name: x}),
+        budget_s=budget_s,
+        min_runs=min_runs,
+        warmup=warmup,
     )
 
 
@@ -445,7 +449,9 @@ def measure_export(
     }
     for batch in LATENCY_BATCHES:
         row[f"latency_b{batch}_ms"] = (
-            1000.0 * onnx_latency(result.path, batch, budget_s=budget_s)
+            # large batches take long: 3 runs give a median; small ones get at least 5
+            1000.0
+            * onnx_latency(result.path, batch, budget_s=budget_s, min_runs=5 if batch <= 16 else 3)
             if batch in batches
             else math.nan
         )

@@ -302,3 +302,74 @@ def test_latency_and_measure_export(ckpts):
     expected = _torch_logits(SMALL, test).argmax(1).numpy()
     assert np.mean(row["predictions"] == expected) >= 0.99  # fp32 export: the same classes
     assert "cores" in export.machine_description()
+
+
+# --------------------------------------------------------------------------- the Compress page
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def _decode_chart(chart) -> dict:
+    from test_ui import _decode
+
+    return _decode(json.loads(chart.proto.spec))
+
+
+def test_compress_page_table_and_pareto(ckpts):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from kdviz import engine
+
+    TEACHER, STUDENT = MLP, SMALL  # noqa: N806
+    for suffix in (".json", ".safetensors"):  # a checkpoint besides the pair, for the button
+        shutil.copy2(ckpts / f"{SMALL}{suffix}", ckpts / f"t-other{suffix}")
+    (ckpts / f"{CNN}.json").unlink()  # keeps the test quick: no static int8 calibration
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    threads = torch.get_num_threads()
+    try:
+        at = AppTest.from_file(APP, default_timeout=120)
+        for key, value in {"dataset": "digits", "teacher": TEACHER, "student": STUDENT}.items():
+            at.query_params[key] = value
+        at.run()
+        at.switch_page("kdviz/ui/compress.py").run()
+        assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+
+        table = at.dataframe[0].value
+        assert list(zip(table["role"], table["precision"], strict=True)) == [
+            ("teacher", "fp32"), ("teacher", "int8"), ("student", "fp32"), ("student", "int8"),
+        ]  # fmt: skip
+        labels = data.load_dataset("digits", "test").labels
+        teacher = engine.dataset_logits(TEACHER, "digits", "test").argmax(1)
+        student = engine.dataset_logits(STUDENT, "digits", "test").argmax(1)
+        n = len(labels)
+        # fp32 ONNX files: the same accuracy and agreement as the PyTorch models (ties aside)
+        assert table["accuracy"][0] == pytest.approx(
+            float((teacher == labels).float().mean()), abs=1.5 / n
+        )
+        assert table["accuracy"][2] == pytest.approx(
+            float((student == labels).float().mean()), abs=1.5 / n
+        )
+        assert table["agreement"][2] == pytest.approx(
+            float((student == teacher).float().mean()), abs=1.5 / n
+        )
+        assert (table["latency_b1_ms"] > 0).all() and (table["latency_b256_ms"] > 0).all()
+        assert table["size_mb"][1] < table["size_mb"][0]  # int8 is smaller
+        text = " ".join(m.value for m in at.markdown)
+        assert f"than the teacher ({TEACHER}, fp32)" in text and "Quantized to int8" in text
+
+        chart = _decode_chart(at.get("plotly_chart")[0])
+        names = {t["name"] for t in chart["data"]}
+        assert {"teacher fp32", "student int8", "Pareto front"} <= names
+        assert not any(n.startswith("other") for n in names)
+        at.button(key="compress_measure_all").click().run()
+        assert not at.exception and not at.error
+        chart = _decode_chart(at.get("plotly_chart")[0])
+        others = [t for t in chart["data"] if t["name"].startswith("other")]
+        assert sum(len(t["x"]) for t in others) == 2  # t-other in fp32 and int8
+        assert (export.exports_dir() / "t-other.int8.onnx").is_file()
+    finally:
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        torch.set_num_threads(threads)

@@ -51,7 +51,8 @@ def _body(view: shell.View) -> None:
     frame = export.compress_frame(rows, view.labels, reference)
     by = {(r.role, r.precision): r._asdict() for r in frame.itertuples(index=False)}
     st.markdown("**" + export.summary_sentence(by["teacher", "fp32"], by["student", "fp32"]) + "**")
-    st.markdown(_int8_sentence(by["student", "fp32"], by["student", "int8"]))
+    same = float(np.mean(rows[2]["predictions"] == rows[3]["predictions"]))  # student fp32 vs int8
+    st.markdown(_int8_sentence(by["student", "fp32"], by["student", "int8"], same))
     _table(frame)
     shell.explain(
         f"Latency: median wall time of one onnxruntime forward pass on {export.LATENCY_THREADS} "
@@ -63,19 +64,15 @@ def _body(view: shell.View) -> None:
     _pareto(view, frame)
 
 
-def _int8_sentence(fp32: dict, int8: dict) -> str:
+def _int8_sentence(fp32: dict, int8: dict, same: float) -> str:
     size = int8["size_bytes"] / fp32["size_bytes"]
     speed = fp32["latency_b1_ms"] / int8["latency_b1_ms"]
     points = 100 * (int8["accuracy"] - fp32["accuracy"])
     return (
-        f"Quantized to int8 the student's file is {size:.0%} of its fp32 export and runs "
+        f"Quantized to int8, the student's file is {size:.0%} of its fp32 export and runs "
         f"{speed:.1f}x as fast at batch 1; its accuracy moves by {points:+.1f} points, and it "
-        f"picks the same class as the fp32 student on {_agree(fp32, int8)} of the images."
+        f"picks the same class as the fp32 student on {100 * same:.1f}% of the images."
     )
-
-
-def _agree(a: dict, b: dict) -> str:
-    return f"{100 * float(np.mean(a['predictions'] == b['predictions'])):.1f}%"
 
 
 def _table(frame: pd.DataFrame) -> None:
