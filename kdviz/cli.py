@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_app = sub.add_parser("app", help="start the web app")
     p_app.add_argument("--port", type=int, default=8501)
     p_app.add_argument("--address", default="127.0.0.1")
+    p_app.add_argument(
+        "--data", action="append", default=[], metavar="DIR",
+        help="a folder of datasets the browser may open (repeatable; KDVIZ_HOME always)",
+    )  # fmt: skip
     return parser
 
 
@@ -349,7 +353,7 @@ def _cmd_app(args: argparse.Namespace) -> int:
     print(f"kdviz: open http://{args.address}:{args.port}", file=sys.stderr)
     from kdviz.ui.launch import serve  # the only Streamlit import, behind the app command
 
-    return serve(app, args.port, args.address)
+    return serve(app, args.port, args.address, data=args.data)
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:

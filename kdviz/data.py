@@ -8,6 +8,7 @@ Specs: `digits`, `mnist5k`, `mnist`, `fashion-mnist`, `kmnist`, `cifar10`, `cifa
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -186,6 +187,7 @@ def load_dataset(spec: str, split: str = "train", *, download: bool = True) -> D
     with False, or offline, a KdvizError names the folder and the files to put there.
     """
     key, path = _parse_spec(spec)
+    check_data_root(spec)  # only where `kdviz app` restricted the folders
     split_key = split.strip().lower() if isinstance(split, str) else split
     if split_key not in SPLITS:
         raise KdvizError(f"Unknown split {split!r}; use one of: {', '.join(SPLITS)}.")
@@ -198,6 +200,42 @@ def load_dataset(spec: str, split: str = "train", *, download: bool = True) -> D
             "add images or use another split."
         )
     return dataset
+
+
+DATA_ROOTS_ENV = "KDVIZ_DATA_ROOTS"  # set by `kdviz app`: os.pathsep-separated folders
+
+
+def data_roots() -> list[Path] | None:
+    """The folders folder:/idx: specs may name, or None for no restriction (the default).
+
+    `kdviz app --data DIR` (or an app bound beyond localhost) sets $KDVIZ_DATA_ROOTS; KDVIZ_HOME
+    (downloads, uploads) is always allowed then. Its worker processes inherit the restriction.
+    """
+    raw = os.environ.get(DATA_ROOTS_ENV)
+    if raw is None:
+        return None
+    folders = [
+        paths.kdviz_home(),
+        *(Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()),
+    ]
+    return [folder.resolve() for folder in folders]
+
+
+def check_data_root(spec: str) -> None:
+    """KdvizError when a folder:/idx: spec names a folder outside data_roots() (symlinks resolved)."""
+    if not isinstance(spec, str):
+        return
+    key, _, path = spec.strip().partition(":")
+    entry = _REGISTRY.get(key.strip().lower().replace("_", "-"))
+    roots = data_roots()
+    if entry is None or not entry.takes_path or not path.strip() or roots is None:
+        return
+    target = Path(path.strip()).expanduser().resolve()
+    if not any(target == root or root in target.parents for root in roots):
+        raise KdvizError(
+            f"This app may read only uploads and the folders its operator allowed with "
+            f"`kdviz app --data DIR`; {path.strip()} is not among them."
+        )
 
 
 def _parse_spec(spec: str) -> tuple[str, str | None]:

@@ -271,3 +271,131 @@ def test_bounded_walk_keeps_the_fingerprint_order(tmp_path):
     )
     assert names == ["a/00.png", "a/01.png", "a/sub/z.png", "b/00.png", "b/01.png"]
     assert sorted(names) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# which folders the web app may read
+
+
+def test_data_roots_unset_means_unrestricted_and_set_means_home_plus_listed(
+    tmp_path, monkeypatch, kdviz_home
+):
+    image_folder(tmp_path / "outside", {"a": 3, "b": 3})
+    image_folder(tmp_path / "allowed" / "set", {"a": 3, "b": 3})
+    monkeypatch.delenv(data.DATA_ROOTS_ENV, raising=False)
+    assert data.data_roots() is None
+    data.check_data_root(f"folder:{tmp_path / 'outside'}")  # the CLI and library: anything
+
+    monkeypatch.setenv(data.DATA_ROOTS_ENV, str(tmp_path / "allowed"))
+    assert data.data_roots() == [kdviz_home.resolve(), (tmp_path / "allowed").resolve()]
+    for spec in (f"folder:{tmp_path / 'outside'}", "idx:/etc", "folder:/", f"folder:{tmp_path}"):
+        with pytest.raises(KdvizError, match="kdviz app --data DIR.*is not among them") as err:
+            data.load_dataset(spec)
+        one_sentence(err)
+    assert len(data.load_dataset(f"folder:{tmp_path / 'allowed' / 'set'}")) > 0
+    uploads = image_folder(kdviz_home / "uploads" / "abc" / "images", {"a": 3, "b": 3})
+    assert len(data.load_dataset(f"folder:{uploads}")) > 0  # KDVIZ_HOME is always allowed
+    data.check_data_root("digits")  # named datasets are not folders: nothing to check
+    data.check_data_root("logits:whatever")  # not a data spec at all: left to its own loader
+
+
+def test_a_symlink_out_of_an_allowed_root_is_refused(tmp_path, monkeypatch, kdviz_home):
+    image_folder(tmp_path / "secret", {"a": 3, "b": 3})
+    (kdviz_home / "link").symlink_to(tmp_path / "secret")
+    monkeypatch.setenv(data.DATA_ROOTS_ENV, "")
+    with pytest.raises(KdvizError, match="is not among them"):
+        data.load_dataset(f"folder:{kdviz_home / 'link'}")
+
+
+def test_kdviz_app_sets_the_roots_from_data_and_address(tmp_path, monkeypatch):
+    from kdviz.ui import launch
+
+    monkeypatch.delenv(data.DATA_ROOTS_ENV, raising=False)
+    assert launch.restrict_data("127.0.0.1", []) is None and data.DATA_ROOTS_ENV not in os.environ
+    for address in ("0.0.0.0", "192.168.1.5", "::"):
+        monkeypatch.delenv(data.DATA_ROOTS_ENV, raising=False)
+        assert "only under KDVIZ_HOME" in launch.restrict_data(address, [])
+        assert os.environ[data.DATA_ROOTS_ENV] == ""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    note = launch.restrict_data("0.0.0.0", [str(tmp_path / "a"), str(tmp_path / "b")])
+    assert os.environ[data.DATA_ROOTS_ENV].split(os.pathsep) == [
+        str((tmp_path / "a").resolve()),
+        str((tmp_path / "b").resolve()),
+    ]
+    assert str(tmp_path / "b") in note
+    with pytest.raises(KdvizError, match="--data .*missing is not a folder"):
+        launch.restrict_data("127.0.0.1", [str(tmp_path / "missing")])
+
+
+def test_kdviz_app_data_that_is_not_a_folder_exits_2(tmp_path, capsys, monkeypatch):
+    from kdviz import cli
+
+    monkeypatch.delenv(data.DATA_ROOTS_ENV, raising=False)
+    assert cli.main(["app", "--data", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_streamlit_settings_travel_as_flags():
+    from kdviz.ui.launch import config_flags
+
+    flags = config_flags()
+    pairs = dict(zip(flags[::2], flags[1::2], strict=True))
+    assert pairs["--client.showErrorDetails"] == "none"  # no tracebacks or paths in the page
+    assert pairs["--server.maxUploadSize"] == "200"
+    assert pairs["--server.enableXsrfProtection"] == "true"
+    assert pairs["--server.enableCORS"] == "true"
+    assert pairs["--server.fileWatcherType"] == "none"
+    import streamlit.config as st_config  # every option exists in the installed Streamlit
+
+    options = st_config.get_config_options()
+    assert all(flag[2:] in options for flag in pairs)
+
+
+@pytest.fixture
+def app_home(kdviz_home, tmp_path, monkeypatch):
+    import streamlit as st
+
+    from kdviz import models, paths
+
+    empty = tmp_path / "no_pretrained"
+    empty.mkdir()
+    monkeypatch.setattr(paths, "PRETRAINED_DIR", empty)
+    for name in ("t", "s"):  # untrained: the test is about which folders are read, not accuracy
+        card = models.ModelCard(name=name, arch="mlp-8", num_classes=2, class_names=["a", "b"],
+                                in_shape=[1, 8, 8], mean=[0.5], std=[0.25], dataset="digits")  # fmt: skip
+        model = models.create_model("mlp-8", 2, (1, 8, 8))
+        models.save_checkpoint(model, card, paths.checkpoints_dir() / name)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return kdviz_home
+
+
+def test_the_app_refuses_a_folder_from_the_url_or_the_box_outside_the_roots(
+    app_home, tmp_path, monkeypatch
+):
+    from streamlit.testing.v1 import AppTest
+
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    outside = image_folder(tmp_path / "outside", {"a": 3, "b": 3}, size=(8, 8))
+    read = []
+    real = data._read_image_folder
+    monkeypatch.setattr(data, "_read_image_folder", lambda *a: read.append(a) or real(*a))
+    monkeypatch.setenv(data.DATA_ROOTS_ENV, "")
+
+    at = AppTest.from_file(app, default_timeout=60)
+    at.query_params["dataset"] = f"folder:{outside}"
+    at.run()
+    assert not at.exception
+    assert any("is not among them" in e.value for e in at.error)
+    at.text_input(key="dataset_custom").input("folder:/etc").run()
+    assert not at.exception
+    assert any("/etc is not among them" in e.value for e in at.error)
+    assert read == []  # refused before a single file was read
+
+    monkeypatch.setenv(data.DATA_ROOTS_ENV, str(tmp_path))  # `kdviz app --data TMP`
+    at = AppTest.from_file(app, default_timeout=60)
+    at.query_params["dataset"] = f"folder:{outside}"
+    at.run()
+    assert not at.exception and read  # allowed: the folder was read
+    assert not any("is not among them" in e.value for e in at.error)

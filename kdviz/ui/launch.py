@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
+
+from kdviz.errors import KdvizError
+
+LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+CONFIG_FILE = Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml"
 
 
 def _warm_up_app() -> None:
@@ -18,12 +24,64 @@ def _warm_up_app() -> None:
         pass
 
 
-def serve(app: Path, port: int, address: str) -> int:
+def config_flags(file: Path = CONFIG_FILE) -> list[str]:
+    """The repo's .streamlit/config.toml as `--section.option value` flags.
+
+    Streamlit reads that file only from the current directory; as flags the settings (no
+    tracebacks in the page, upload size, XSRF, CORS, no file watcher) hold wherever kdviz starts.
+    """
+    try:
+        import tomllib  # Python 3.11+, as the Streamlit kdviz uses needs anyway
+    except ImportError:  # pragma: no cover
+        return []
+    try:
+        settings = tomllib.loads(file.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    flags = []
+    for section, options in settings.items():
+        for name, value in options.items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            flags += [f"--{section}.{name}", text]
+    return flags
+
+
+def restrict_data(address: str, folders: list[str]) -> str | None:
+    """Set $KDVIZ_DATA_ROOTS for the app (and the runs it starts); returns what to tell the user.
+
+    --data DIR names the folders the browser may read (besides KDVIZ_HOME). Without it an app on
+    localhost reads any folder its user types, and one bound beyond localhost only KDVIZ_HOME.
+    """
+    from kdviz.data import DATA_ROOTS_ENV
+
+    roots = []
+    for folder in folders:
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise KdvizError(f"--data {folder}: {path} is not a folder; give a folder of datasets.")
+        roots.append(str(path.resolve()))
+    if roots:
+        os.environ[DATA_ROOTS_ENV] = os.pathsep.join(roots)
+        return f"the app may read data under KDVIZ_HOME and {', '.join(roots)}"
+    if address not in LOCAL_ADDRESSES:
+        os.environ[DATA_ROOTS_ENV] = ""
+        return (
+            "serving beyond localhost, the app reads data only under KDVIZ_HOME "
+            "(name more folders with --data DIR)"
+        )
+    return None
+
+
+def serve(app: Path, port: int, address: str, data: list[str] | None = None) -> int:
     """Run ``streamlit run APP`` in this process (so the warm-up's imports are the app's)."""
+    note = restrict_data(address, data or [])
     from streamlit.web import cli as streamlit_cli
 
+    if note:
+        print(f"kdviz: {note}", flush=True)
     threading.Thread(target=_warm_up_app, name="kdviz-warm-up", daemon=True).start()
-    argv = ["run", str(app), "--server.port", str(port), "--server.address", address]
+    argv = ["run", str(app), *config_flags()]
+    argv += ["--server.port", str(port), "--server.address", address]
     argv += ["--browser.gatherUsageStats", "false"]
     try:
         streamlit_cli.main(args=argv, prog_name="streamlit", standalone_mode=True)
