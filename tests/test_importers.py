@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from kdviz import importers, models, paths
+from kdviz import importers, logit_tables, models, paths
 from kdviz.data import load_dataset
 from kdviz.engine import DistillConfig, dataset_logits, distill, evaluate
 from kdviz.errors import KdvizError
@@ -128,7 +128,7 @@ def test_absurd_size_is_refused(tmp_path, monkeypatch):
     logits, _ = _logits(n=30, c=4)
     np.save(tmp_path / "big.npy", logits)
     np.savez(tmp_path / "big.npz", logits=logits)
-    monkeypatch.setattr(importers, "MAX_VALUES", 100)
+    monkeypatch.setattr(logit_tables, "MAX_VALUES", 100)
     for name in ("big.npy", "big.npz"):
         with pytest.raises(KdvizError) as err:
             importers.read_logits_file(tmp_path / name)
