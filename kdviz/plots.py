@@ -519,6 +519,7 @@ def matrix_heatmap(
     click_diagonal: bool = False,
     click_hint: str = "click to show these images",
     light_cells: bool = False,
+    dense: bool = False,
     height: int = 470,
 ) -> go.Figure:
     """A class-by-class heatmap (rows: true class, top to bottom; columns: class).
@@ -536,6 +537,8 @@ def matrix_heatmap(
         click_hint: the last line of a clickable cell's hover text.
         light_cells: the click markers carry only the value as customdata (a clicked point's
             row and column are its y and x): a 50 x 50 tile encodes several times faster.
+        dense: up to ~60 classes a side: every class named, in small type, the columns' names
+            written upwards.
     """
     rows, cols = [str(r) for r in matrix.index], [str(c) for c in matrix.columns]
     values = matrix.to_numpy(dtype=np.float64)
@@ -615,6 +618,10 @@ def matrix_heatmap(
         showlegend=False,
         margin={"l": 70, "r": 20, "t": 50, "b": 50},
     )  # fmt: skip
+    if dense:
+        small = {"tickfont": {"size": 9}, "dtick": 1}
+        layout["xaxis"].update(small, tickangle=-90)
+        layout["yaxis"].update(small)
     cells: list = []
     if clickable:
         cells = [

@@ -284,6 +284,11 @@ def stop_all() -> None:
 # --------------------------------------------------------------------------- tiles and blocks
 
 
+def block_size(num_classes: int) -> int:
+    """Classes per block: 25 up to 250 classes (at least 4 x 4 blocks at 100), else BLOCK."""
+    return 25 if num_classes <= 250 else BLOCK
+
+
 def block_average(matrix: np.ndarray, order: np.ndarray, block: int = BLOCK) -> np.ndarray:
     """The clustered matrix averaged over block x block tiles, diagonal cells left out.
 

@@ -271,7 +271,9 @@ def _retile() -> None:
     for key, tile_key in ((KEY_ROW, KEY_TILE_ROWS), (KEY_COL, KEY_TILE_COLS)):
         name = st.session_state.get(key)
         if name in names:
-            st.session_state[tile_key] = scale.block_of(names.index(name), order)
+            st.session_state[tile_key] = scale.block_of(
+                names.index(name), order, scale.block_size(len(names))
+            )
 
 
 def _clicked(key: str) -> tuple[str, str] | None:
@@ -309,12 +311,12 @@ def _mask_self(frame: pd.DataFrame) -> pd.DataFrame:
 def _many(view: shell.View) -> None:
     names = list(view.class_names)
     k = len(names)
+    block = scale.block_size(k)
     grid = _grid(view, view.teacher)
     matrix, order = grid.matrix(view.temperature), grid.order(view.temperature)  # (K, K), (K,)
     st.session_state["_sim_order"], st.session_state["_sim_names"] = order, names
-    n_blocks = -(-k // scale.BLOCK)
     block_names = [
-        f"#{s + 1}–{min(s + scale.BLOCK, k)}" for s in range(0, k, scale.BLOCK)
+        f"#{s + 1}–{min(s + block, k)}" for s in range(0, k, block)
     ]  # positions in the clustered order
     st.session_state["_sim_block_labels"] = block_names
     values = np.nan_to_num(matrix, nan=-1.0).copy()
@@ -339,29 +341,29 @@ def _many(view: shell.View) -> None:
         "click a block of the overview to zoom in, or click a cell of the zoomed tile."
     )
     for key, name in ((KEY_TILE_ROWS, row), (KEY_TILE_COLS, col)):
-        if key not in st.session_state or not 0 <= st.session_state[key] < n_blocks:
-            st.session_state[key] = scale.block_of(names.index(name), order)
-    left, right = st.columns([2, 3])
+        if key not in st.session_state or not 0 <= st.session_state[key] < len(block_names):
+            st.session_state[key] = scale.block_of(names.index(name), order, block)
+    left, right = st.columns([1, 1])
     with left:
         _nearest_table(view, row, nearest)
-        _overview(view, block_names)
     with right:
-        tile_rows, tile_cols = _tile_pickers(block_names)
-        tile = scale.tile(matrix, order, tile_rows, tile_cols, names)
-        diag = analysis.diagonal(tile) if tile_rows == tile_cols else None
-        fig = plots.matrix_heatmap(
-            _mask_self(tile),
-            title=f"Teacher: mean soft target at T = {view.t_label}, classes "
-            f"{block_names[tile_rows]} × {block_names[tile_cols]} (click a cell)",
-            diagonal=diag, selected=(row, col), clickable=True, light_cells=True, height=640,
-        )  # fmt: skip
-        shell.chart(fig, key=KEY_CELL, on_select=_on_tile_cell, selection_mode="points")
-    _confusion_tile(view, order, tile_rows, tile_cols, block_names, (row, col))
+        _overview(view, block_names, block)
+    tile_rows, tile_cols = _tile_pickers(block_names)
+    tile = scale.tile(matrix, order, tile_rows, tile_cols, names, block)
+    fig = plots.matrix_heatmap(
+        _mask_self(tile),
+        title=f"Teacher: mean soft target at T = {view.t_label}, classes "
+        f"{block_names[tile_rows]} × {block_names[tile_cols]} of the clustered order (click a cell)",
+        diagonal=analysis.diagonal(tile) if tile_rows == tile_cols else None,
+        selected=(row, col), clickable=True, light_cells=True, dense=True, height=760,
+    )  # fmt: skip
+    shell.chart(fig, key=KEY_CELL, on_select=_on_tile_cell, selection_mode="points")
+    _confusion_tile(view, order, (tile_rows, tile_cols), block, block_names, (row, col))
     pair_images(view, row, col)
     tabs = st.tabs(list(TABS), key=KEY_TAB, on_change="rerun", bind="query-params")
     if tabs[0].open:
         with tabs[0]:
-            _student_tile(view, matrix, order, tile_rows, tile_cols, block_names)
+            _student_tile(view, matrix, order, (tile_rows, tile_cols), block, block_names)
     if tabs[1].open:
         with tabs[1]:
             _graph_many(view, matrix, order)
@@ -381,8 +383,8 @@ def _nearest_table(view: shell.View, row: str, nearest: pd.DataFrame) -> None:
         column_config={
             "rank": st.column_config.NumberColumn("rank", width="small"),
             "class": st.column_config.TextColumn("class"),
-            "teacher": st.column_config.NumberColumn("teacher mean p", format="%.3g"),
-            "student": st.column_config.NumberColumn("student mean p", format="%.3g"),
+            "teacher": st.column_config.NumberColumn("teacher", format="%.3g"),
+            "student": st.column_config.NumberColumn("student", format="%.3g"),
         },
     )
     shell.explain(
@@ -391,20 +393,19 @@ def _nearest_table(view: shell.View, row: str, nearest: pd.DataFrame) -> None:
     )
 
 
-def _overview(view: shell.View, block_names: list[str]) -> None:
-    blocks = _grid(view, view.teacher).blocks(view.temperature)  # (n, n)
+def _overview(view: shell.View, block_names: list[str], block: int) -> None:
+    blocks = _grid(view, view.teacher).blocks(view.temperature, block)  # (n, n)
     frame = pd.DataFrame(blocks, index=block_names, columns=block_names)
     frame.index.name, frame.columns.name = "true classes", "classes"
     fig = plots.matrix_heatmap(
         frame,
-        title=f"Overview: blocks of {scale.BLOCK} classes (click one to zoom in)",
+        title=f"Overview: blocks of {block} classes (click one to zoom in)",
         selected=(
             block_names[st.session_state[KEY_TILE_ROWS]],
             block_names[st.session_state[KEY_TILE_COLS]],
         ),
-        clickable=True, click_diagonal=True, light_cells=True,
-        click_hint="click to zoom into this block",
-        height=420,
+        clickable=True, click_diagonal=True, light_cells=True, dense=len(block_names) > 12,
+        click_hint="click to zoom into this block", height=430,
     )  # fmt: skip
     shell.chart(fig, key=KEY_BLOCKS, on_select=_on_block, selection_mode="points")
     shell.explain(
@@ -425,9 +426,10 @@ def _tile_pickers(block_names: list[str]) -> tuple[int, int]:
     return int(rows), int(cols)
 
 
-def _confusion_tile(view, order, tile_rows, tile_cols, block_names, selected) -> None:
-    rows = scale.tile_classes(order, tile_rows)
-    cols = scale.tile_classes(order, tile_cols)
+def _confusion_tile(view, order, tile, block, block_names, selected) -> None:
+    tile_rows, tile_cols = tile
+    rows = scale.tile_classes(order, tile_rows, block)
+    cols = scale.tile_classes(order, tile_cols, block)
     shown = st.toggle(
         f"Show the hard-label confusions of the same {len(rows)} × {len(cols)} classes",
         key="sim_show_confusion",
@@ -461,11 +463,12 @@ def _confusion_tile(view, order, tile_rows, tile_cols, block_names, selected) ->
         )
 
 
-def _student_tile(view, matrix, order, tile_rows, tile_cols, block_names) -> None:
+def _student_tile(view, matrix, order, tile, block, block_names) -> None:
     names = view.class_names
+    tile_rows, tile_cols = tile
     s_matrix = _grid(view, view.student).matrix(view.temperature)
-    t_tile = scale.tile(matrix, order, tile_rows, tile_cols, names)
-    s_tile = scale.tile(s_matrix, order, tile_rows, tile_cols, names)
+    t_tile = scale.tile(matrix, order, tile_rows, tile_cols, names, block)
+    s_tile = scale.tile(s_matrix, order, tile_rows, tile_cols, names, block)
     where = f"classes {block_names[tile_rows]} × {block_names[tile_cols]}"
     shell.explain(
         "The student's mean soft targets on the zoomed tile, in the teacher's order, and the "
