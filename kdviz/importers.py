@@ -633,6 +633,12 @@ def _import_onnx(source: Path, stem: Path, flags: _Flags) -> Path:
         )
     k = _probe_onnx(source, dims, shape)
     meta_names = meta.get("class_names") if isinstance(meta.get("class_names"), list) else None
+    meta_k = meta.get("num_classes", len(meta_names) if meta_names else k)
+    if meta_k != k or (meta_names is not None and len(meta_names) != k):
+        raise KdvizError(
+            f"The {ONNX_METADATA_KEY} metadata of {source.name} says {meta_k} classes but the "
+            f"graph outputs {k} logits; export the model again."
+        )
     mean = flags.mean or meta.get("mean") or (ds.mean if ds else None)
     std = flags.std or meta.get("std") or (ds.std if ds else None)
     copy = models._with(stem, ".onnx")

@@ -400,3 +400,16 @@ def test_onnx_teacher_distils_into_a_torch_student(tmp_path):
     assert result.status == "done" and 0.0 <= result.metrics["agreement"] <= 1.0
     jitter = distill(dataclasses.replace(cfg, augment="jitter"), save=False)
     assert jitter.status == "done"  # the teacher runs on every augmented batch
+
+
+def test_kdviz_export_round_trip_needs_no_flags(tmp_path):
+    from kdviz.export import export_onnx
+
+    exported = export_onnx("digits-student", tmp_path / "student.onnx")
+    stem = importers.import_source(exported.path, "student-back")
+    card, original = models.load_card(stem), models.load_card("digits-student")
+    for field in ("num_classes", "class_names", "in_shape", "mean", "std"):
+        assert getattr(card, field) == getattr(original, field), field
+    back, direct = evaluate("student-back", "digits"), evaluate("digits-student", "digits")
+    assert back["accuracy"] == direct["accuracy"]
+    assert back["nll"] == pytest.approx(direct["nll"], rel=1e-5)
