@@ -501,3 +501,100 @@ def test_dataset_not_on_disk_offers_a_download(home):
     assert not at.exception
     assert "not in the data folder" in " ".join(e.value for e in at.error)
     assert at.button(key="download_dataset").label.startswith("Download kmnist")
+
+
+# --------------------------------------------------------------------------- many classes
+
+
+MANY = 200  # classes of the imported logits tables: the explorer's many-class layout
+
+
+@pytest.fixture
+def many_classes(home, tmp_path):
+    """Teacher and student logits tables of 1,000 images of 200 classes in groups of 10 alike
+    classes, imported as "many-t" and "many-s"; the view is logits:many-t."""
+    from kdviz import importers, scale
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(1000) % MANY
+    group = (torch.arange(MANY)[:, None] // 10 == torch.arange(MANY)[None, :] // 10).float()
+    teacher = (
+        torch.randn(1000, MANY, generator=gen) + 3 * group[labels] + 5 * torch.eye(MANY)[labels]
+    )
+    student = teacher + 1.5 * torch.randn(1000, MANY, generator=gen)
+    names = np.array([f"c{i:03d}" for i in range(MANY)])
+    for name, logits in (("many-t", teacher), ("many-s", student)):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, logits=logits.numpy(), labels=labels.numpy(), class_names=names)
+        importers.import_source(path, name)
+    yield teacher, student, labels, [str(n) for n in names]
+    scale.stop_all()  # no background sweep outlives the test
+
+
+def _ticks_at_most(at: AppTest, most: int = 60) -> None:
+    for key, spec in _charts(at).items():
+        for trace in spec["data"]:
+            if trace.get("type") == "heatmap":
+                assert len(trace.get("x") or []) <= most and len(trace.get("y") or []) <= most, key
+
+
+def test_soft_targets_at_many_classes_show_top_k_and_the_rest(many_classes):
+    teacher, student, labels, names = many_classes
+    at = _app(dataset="logits:many-t", teacher="many-t", student="many-s", T="4", image="7").run()
+    _ok(at)
+    bars = _chart(at, "soft_bars")
+    t_bar = _trace(bars, "Teacher, T = 4")
+    assert len(t_bar["x"]) == 11 and t_bar["x"][-1] == f"the rest ({MANY - 10} classes)"
+    top = torch.topk(teacher[7], 10).indices.tolist()
+    expected = top if int(labels[7]) in top else [*top[:9], int(labels[7])]
+    assert t_bar["x"][:10] == [names[i] for i in expected]
+    p = soft.soften(teacher[7].double(), 4.0).numpy()
+    np.testing.assert_allclose(t_bar["y"][:10], p[expected], rtol=1e-5)
+    assert t_bar["y"][10] == pytest.approx(1 - p[expected].sum(), abs=1e-6)
+    s_bar = _trace(bars, "Student, T = 4")
+    assert s_bar["x"] == t_bar["x"]  # the same classes for both models
+    assert len(_chart(at, "soft_curves")["data"]) <= 7
+    at.session_state["tab"] = "Class means at T"
+    at.run()
+    _ok(at)
+    _ticks_at_most(at, 11)
+    assert "without images" in " ".join(c.value for c in at.caption)
+
+
+def test_class_similarity_at_many_classes_searches_and_zooms(many_classes):
+    teacher, student, labels, names = many_classes
+    at = _app(dataset="logits:many-t", teacher="many-t", student="many-s", T="4").run()
+    at.switch_page("kdviz/ui/class_similarity.py").run()
+    _ok(at)
+    _ticks_at_most(at)
+    at.selectbox(key="row").set_value("c123").run()
+    _ok(at)
+    matrix = soft.class_similarity(soft.soften(teacher.double(), 4.0), labels, MANY).numpy()
+    row = matrix[123].copy()
+    row[123] = -np.inf
+    nearest = at.dataframe[0].value  # the nearest-classes table
+    assert list(nearest["class"]) == [names[i] for i in np.argsort(-row, kind="stable")[:10]]
+    assert {int(c[1:]) // 10 for c in nearest["class"][:9]} == {12}  # its 9 group mates first
+    tile = _trace(_chart(at, "sim_cell"), "matrix")
+    assert "c123" in tile["y"] and len(tile["x"]) == 25  # the tile moved to c123's block
+    i, other = tile["y"].index("c123"), tile["x"][0]
+    expected = matrix[123, names.index(other)]
+    assert tile["customdata"][i][0] == pytest.approx(expected, rel=1e-4) or other == "c123"
+    overview = _trace(_chart(at, "sim_blocks"), "matrix")
+    assert len(overview["x"]) == MANY // 25
+    rows = tile["y"]
+    seen = []
+    for block in range(MANY // 25):  # the column blocks partition the clustered order
+        at.selectbox(key="tile_cols").set_value(block).run()
+        _ok(at)
+        step = _trace(_chart(at, "sim_cell"), "matrix")
+        assert step["y"] == rows and len(step["x"]) == 25
+        seen += step["x"]
+    assert sorted(seen) == names
+    _ticks_at_most(at)
+    for tab in ("Similarity graph", "Soft-target map"):
+        at.session_state["sim_tab"] = tab
+        at.run()
+        _ok(at)
+    points = _chart(at, "sim_map")["data"]
+    assert len(points) == 11  # the chosen class and its 10 nearest
