@@ -230,12 +230,30 @@ def check_data_root(spec: str) -> None:
     roots = data_roots()
     if entry is None or not entry.takes_path or not path.strip() or roots is None:
         return
-    target = Path(path.strip()).expanduser().resolve()
+    target = user_path(path.strip()).resolve()
     if not any(target == root or root in target.parents for root in roots):
         raise KdvizError(
             f"This app may read only uploads and the folders its operator allowed with "
-            f"`kdviz app --data DIR`; {path.strip()} is not among them."
+            f"`kdviz app --data DIR`; {path.strip()[:200]} is not among them."
         )
+
+
+MAX_PATH_CHARS = 4096  # Linux's PATH_MAX: a longer path cannot name a folder anyway
+
+
+def user_path(text: str) -> Path:
+    """A path a user typed, with ~ expanded, or KdvizError (NUL or control characters, too long,
+    a component over 255 bytes, an unknown ~user)."""
+    bad = any(ord(ch) < 32 for ch in text) or len(text) > MAX_PATH_CHARS
+    if bad or any(len(part.encode(errors="replace")) > 255 for part in text.split("/")):
+        raise KdvizError(
+            f"{text[:80]!r} is not a usable path (control characters, or longer than the file "
+            "system allows); give the folder's path as plain text."
+        )
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as err:  # ~someone who does not exist
+        raise KdvizError(f"{text[:80]!r} starts with an unknown ~user; give a full path.") from err
 
 
 def _parse_spec(spec: str) -> tuple[str, str | None]:
@@ -252,6 +270,8 @@ def _parse_spec(spec: str) -> tuple[str, str | None]:
         raise KdvizError(f"Dataset {key!r} needs a folder: write it as {entry.spec}.")
     if not entry.takes_path and colon:
         raise KdvizError(f"Dataset {key!r} takes no path; write it as just {key!r}.")
+    if entry.takes_path:
+        user_path(path.strip())  # a NUL byte or an endless name: one sentence, here
     return key, (path.strip() if entry.takes_path else None)
 
 
@@ -300,7 +320,7 @@ def _files_fingerprint(path: str | None, recursive: bool = True) -> tuple:
 
     The walk is bounded (datafiles.MAX_FOLDER_FILES) and skips dangling symlinks.
     """
-    root = Path(path or "").expanduser()
+    root = user_path(path or "")
     if not root.is_dir():
         return (str(root),)
     entries: list[tuple[str, int, int]] = [(str(root.resolve()), 0, 0)]
@@ -726,7 +746,7 @@ def _read_image_folder(root: str, fingerprint: Hashable):
 @register_dataset("folder:PATH")
 def _load_folder(path: str | None, part: str, download: bool) -> DatasetSource:
     """One sub-folder per class; PATH/train + PATH/test when both exist, else a seeded 20% test carve-out."""
-    folder = Path(path or "").expanduser()
+    folder = user_path(path or "")
     if not folder.is_dir():
         raise KdvizError(
             f"folder:{path}: {folder} is not a folder; give a folder with one sub-folder of images per class."
@@ -744,7 +764,7 @@ def _load_folder(path: str | None, part: str, download: bool) -> DatasetSource:
 @register_dataset("idx:PATH", cache_key=functools.partial(_files_fingerprint, recursive=False))
 def _load_idx(path: str | None, part: str, download: bool) -> DatasetSource:
     """A folder of MNIST-family IDX files; each part loads when its two files are there."""
-    folder = Path(path or "").expanduser()
+    folder = user_path(path or "")
     if not folder.is_dir():
         raise KdvizError(
             f"idx:{path}: {folder} is not a folder; give the folder that holds the IDX files."

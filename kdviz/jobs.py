@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdviz.errors import KdvizError
-from kdviz.paths import REPO_ROOT, kdviz_home
+from kdviz.paths import REPO_ROOT, kdviz_home, make_folder
 from kdviz.runs import Run, RunStore, process_alive, run_folder
 
 if TYPE_CHECKING:  # torch is imported by the worker only once its slot comes
@@ -214,7 +214,7 @@ def launch_worker(run_id: str, store: RunStore | None = None) -> subprocess.Pope
     """Start the OS process that carries a queued run; its output goes to RUN_FOLDER/worker.log."""
     store = store or RunStore()
     folder = run_folder(run_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, "The run's folder")
     log_path = folder / "worker.log"
     env = os.environ.copy()
     env["KDVIZ_HOME"] = str(kdviz_home())  # the worker must see the same store

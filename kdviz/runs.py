@@ -666,7 +666,12 @@ class RunStore:
     # -- recovery
 
     def recover(self) -> list[str]:
-        """Mark active runs of this machine whose process is gone as interrupted; returns their ids."""
+        """Mark active runs of this machine whose process is gone as interrupted; returns their ids.
+
+        A read-only store is left as it is (it cannot be written; its next writable opening does it).
+        """
+        if self.read_only:
+            return []
         host = socket.gethostname()
         with self.connect() as conn:
             rows = conn.execute(

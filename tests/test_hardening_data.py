@@ -273,6 +273,27 @@ def test_bounded_walk_keeps_the_fingerprint_order(tmp_path):
     assert sorted(names) == expected
 
 
+@pytest.mark.parametrize(
+    ("path", "match"),
+    [
+        ("/tmp/a\x00b", "not a usable path"),  # a NUL byte: os.stat would raise ValueError
+        ("x" * 5000, "not a usable path"),  # over PATH_MAX
+        ("/" + "y" * 300, "not a usable path"),  # a name over 255 bytes: ENAMETOOLONG
+        ("~no-such-user-kdviz/x", "unknown ~user"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["folder", "idx"])
+def test_unusable_paths_are_a_sentence(kind, path, match, monkeypatch):
+    for roots in (None, ""):
+        if roots is None:
+            monkeypatch.delenv(data.DATA_ROOTS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(data.DATA_ROOTS_ENV, roots)
+        with pytest.raises(KdvizError, match=match) as err:
+            data.load_dataset(f"{kind}:{path}")
+        one_sentence(err)
+
+
 # --------------------------------------------------------------------------------------------
 # which folders the web app may read
 
@@ -310,7 +331,8 @@ def test_a_symlink_out_of_an_allowed_root_is_refused(tmp_path, monkeypatch, kdvi
 def test_kdviz_app_sets_the_roots_from_data_and_address(tmp_path, monkeypatch):
     from kdviz.ui import launch
 
-    monkeypatch.delenv(data.DATA_ROOTS_ENV, raising=False)
+    monkeypatch.setenv(data.DATA_ROOTS_ENV, "")  # so that the teardown undoes what launch sets
+    monkeypatch.delenv(data.DATA_ROOTS_ENV)
     assert launch.restrict_data("127.0.0.1", []) is None and data.DATA_ROOTS_ENV not in os.environ
     for address in ("0.0.0.0", "192.168.1.5", "::"):
         monkeypatch.delenv(data.DATA_ROOTS_ENV, raising=False)
@@ -331,7 +353,8 @@ def test_kdviz_app_sets_the_roots_from_data_and_address(tmp_path, monkeypatch):
 def test_kdviz_app_data_that_is_not_a_folder_exits_2(tmp_path, capsys, monkeypatch):
     from kdviz import cli
 
-    monkeypatch.delenv(data.DATA_ROOTS_ENV, raising=False)
+    monkeypatch.setenv(data.DATA_ROOTS_ENV, "")  # so that the teardown undoes what launch sets
+    monkeypatch.delenv(data.DATA_ROOTS_ENV)
     assert cli.main(["app", "--data", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
 

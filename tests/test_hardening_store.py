@@ -129,6 +129,7 @@ def test_a_read_only_store_lists_its_runs_and_refuses_writes_with_the_truth(tmp_
         with pytest.raises(KdvizError, match="is read-only") as err:
             store.create_run({"kind": "train"})
         assert "damaged" not in one_sentence(err)
+        assert jobs.refresh(store) is store  # the app's poll: recover leaves a read-only store be
         # the CLI lists it too (exit 0), and says read-only when asked to delete
         assert cli.main(["runs"]) == 0
         assert cli.main(["runs", "--delete", run_id]) == 2
