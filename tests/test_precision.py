@@ -170,3 +170,33 @@ def test_cli_refuses_fp16_on_cpu(capsys):
         main(["distill", *DIGITS, "--epochs", "1", "--precision", "fp16", "--device", "cpu"]) == 2
     )
     assert "fp16 training needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_gpu_speed_benchmark_runs_on_cpu_and_counts_the_mlp_flops():
+    import importlib.util
+
+    from kdviz.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_speed", REPO_ROOT / "benchmarks" / "gpu_speed.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--batches", "4", "--steps", "1", "--warmup", "1", "--students", "mlp", "--json"]
+    argv += ["--peak-size", "256", "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        result = bench.main(argv)
+    finally:
+        torch.set_num_threads(threads)  # --threads must not leak into later tests
+    cases = result["cases"]
+    assert [c["path"] for c in cases] == ["fp32", "bf16"]  # no CUDA graphs on the CPU
+    assert result["peak_dtype"] == "float32" and result["peak_tflops"] > 0
+    # oracle: 2 x 800 matmul FLOPs at batch 4 (forward, weight grads = forward, input grads of
+    # layers 2 and 3; the first layer's input needs none)
+    sizes = [784, 800, 800, 10]
+    fwd = sum(2 * 4 * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+    flops = 2 * fwd + sum(2 * 4 * a * b for a, b in zip(sizes[1:-1], sizes[2:], strict=False))
+    assert all(c["step_gflop"] == round(flops / 1e9, 6) for c in cases)
+    assert all(c["images_per_s"] > 0 and c["peak_fraction"] > 0 for c in cases)
+    assert result["speedups"][0]["batch"] == 4
