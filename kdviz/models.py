@@ -977,7 +977,9 @@ def resolve_checkpoint(ref: str | Path) -> Path:
     names_file = _strip_suffix(given) != given  # STEM.json etc.: that very file must exist
 
     def found(path: Path) -> bool:
-        return path.is_file() if names_file else _stem_exists(path)
+        # a bare NAME needs its card: a stray NAME.onnx or NAME.pt in the working folder
+        # must not hide the imported checkpoint NAME
+        return path.is_file() if names_file else _with(path, ".json").is_file()
 
     if found(given):
         return _strip_suffix(given)
@@ -998,7 +1000,7 @@ def _read_card(stem: Path) -> ModelCard:
     path = _with(stem, ".json")
     if not path.is_file():
         raise KdvizError(
-            f"The checkpoint {stem} has no card {path.name}; write one beside the weights (see DESIGN.md)."
+            f"The checkpoint {stem} has no card {path.name}; register the file with `kdviz import FILE --name NAME` or write a card beside it."
         )
     try:
         if path.stat().st_size > _MAX_CARD_BYTES:
