@@ -46,9 +46,7 @@ def has_images(view: shell.View) -> bool:
     return bool(getattr(view, "has_images", True)) and view.dataset is not None
 
 
-NO_IMAGES = (
-    "These logits came without images, so the pictures are hidden: pick an image by its number."
-)
+NO_IMAGES = "These logits came without images, so the pictures are hidden."
 
 
 def _shown_classes(view: shell.View, index: int):
@@ -63,24 +61,18 @@ def _body(view: shell.View) -> None:
     n = len(view.labels)
     if not 0 <= int(st.session_state.get(KEY_IMAGE, 0)) < n:  # e.g. a number from a bigger dataset
         st.session_state[KEY_IMAGE] = 0
-    left, right = st.columns([1, 3.2], vertical_alignment="top")
-    with left:
-        picture = st.container()
-        index = int(
-            st.number_input(
-                "Image #", min_value=0, max_value=n - 1, step=1, key=KEY_IMAGE, bind="query-params",
-                help=f"Any of the {n:,} images of the {view.split} split; or pick one below.",
-            )
-        )  # fmt: skip
-        scale_axis = st.segmented_control(
-            "Probability axis",
-            ("linear", "log"),
-            default="linear",
-            key=KEY_SCALE,
-            required=True,
-            bind="query-params",
-            help="A log axis shows the tiny probabilities of the other classes at low T.",
-        )
+    if has_images(view):
+        left, right = st.columns([1, 3.2], vertical_alignment="top")
+        with left:
+            picture = st.container()
+            index, scale_axis = _controls(view, n)
+    else:  # no picture: the controls in a row above a full-width chart
+        first, second, picture = st.columns([1, 1, 3], vertical_alignment="top")
+        with first:
+            index, _ = _controls(view, n, axis=False)
+        with second:
+            scale_axis = _axis_control()
+        right = st.container()
     if has_images(view):
         with st.container(border=True):
             _gallery(view, index)
@@ -89,6 +81,30 @@ def _body(view: shell.View) -> None:
     with right:
         _bars(view, index, scale_axis)
     _details(view, index)
+
+
+def _controls(view: shell.View, n: int, axis: bool = True) -> tuple[int, str]:
+    """The image number (and the probability axis): (index, "linear" | "log")."""
+    where = "or pick one below" if has_images(view) else "these logits came without images"
+    index = int(
+        st.number_input(
+            "Image #", min_value=0, max_value=n - 1, step=1, key=KEY_IMAGE, bind="query-params",
+            help=f"Any of the {n:,} images of the {view.split} split; {where}.",
+        )
+    )  # fmt: skip
+    return index, (_axis_control() if axis else "linear")
+
+
+def _axis_control() -> str:
+    return st.segmented_control(
+        "Probability axis",
+        ("linear", "log"),
+        default="linear",
+        key=KEY_SCALE,
+        required=True,
+        bind="query-params",
+        help="A log axis shows the tiny probabilities of the other classes at low T.",
+    )
 
 
 def _picture(view: shell.View, index: int) -> None:
@@ -117,7 +133,7 @@ def _bars(view: shell.View, index: int, scale_axis: str) -> None:
         what = "soft targets"
     else:
         frame = scale.top_k_frame(rows, view.temperature, view.class_names, classes)
-        what = f"top {len(classes)} classes of {len(view.class_names):,}"
+        what = f"top {len(classes)} of {len(view.class_names):,} classes"
     title = f"Image #{index}: teacher and student {what} at T = {view.t_label} (ticks: T = 1)"
     fig = shell.memo_figure(
         ("soft_bars", view.teacher.ref, view.student.ref, view.spec, view.split, index, scale_axis),
