@@ -337,23 +337,19 @@ def test_compress_page_table_and_pareto(ckpts):
         assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
 
         table = at.dataframe[0].value
-        assert list(zip(table["role"], table["precision"], strict=True)) == [
-            ("teacher", "fp32"), ("teacher", "int8"), ("student", "fp32"), ("student", "int8"),
-        ]  # fmt: skip
+        files = ["teacher · fp32", "teacher · int8", "student · fp32", "student · int8"]
+        assert table["file"].tolist() == files
         labels = data.load_dataset("digits", "test").labels
         teacher = engine.dataset_logits(TEACHER, "digits", "test").argmax(1)
         student = engine.dataset_logits(STUDENT, "digits", "test").argmax(1)
-        n = len(labels)
-        # fp32 ONNX files: the same accuracy and agreement as the PyTorch models (ties aside)
-        assert table["accuracy"][0] == pytest.approx(
-            float((teacher == labels).float().mean()), abs=1.5 / n
-        )
-        assert table["accuracy"][2] == pytest.approx(
-            float((student == labels).float().mean()), abs=1.5 / n
-        )
-        assert table["agreement"][2] == pytest.approx(
-            float((student == teacher).float().mean()), abs=1.5 / n
-        )
+
+        def percent(hits: torch.Tensor) -> float:
+            return 100 * float(hits.float().mean())
+
+        tie = 150 / len(labels)  # fp32 ONNX files: the PyTorch models' figures, ties aside
+        assert table["accuracy"][0] == pytest.approx(percent(teacher == labels), abs=tie)
+        assert table["accuracy"][2] == pytest.approx(percent(student == labels), abs=tie)
+        assert table["agreement"][2] == pytest.approx(percent(student == teacher), abs=tie)
         assert (table["latency_b1_ms"] > 0).all() and (table["latency_b256_ms"] > 0).all()
         assert table["size_mb"][1] < table["size_mb"][0]  # int8 is smaller
         text = " ".join(m.value for m in at.markdown)

@@ -7,6 +7,8 @@ The math lives in kdviz.export; this module lays it out. Exports are cached on d
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -76,31 +78,37 @@ def _int8_sentence(fp32: dict, int8: dict, same: float) -> str:
 
 
 def _table(frame: pd.DataFrame) -> None:
-    shown = frame.assign(
-        interval=[
-            f"{100 * lo:.1f}–{100 * hi:.1f}%"
-            for lo, hi in zip(frame["accuracy_low"], frame["accuracy_high"], strict=True)
-        ]
-    )[
-        ["role", "model", "precision", "parameters", "size_mb", "latency_b1_ms",
-         "latency_b256_ms", "accuracy", "interval", "agreement"]
-    ]  # fmt: skip
+    shown = pd.DataFrame(
+        {
+            "file": [f"{r} · {p}" for r, p in zip(frame["role"], frame["precision"], strict=True)],
+            "model": frame["model"],
+            "parameters": frame["parameters"],
+            "size_mb": frame["size_mb"],
+            "latency_b1_ms": frame["latency_b1_ms"],
+            "latency_b256_ms": frame["latency_b256_ms"],
+            "accuracy": 100 * frame["accuracy"],
+            "interval": [
+                f"{100 * lo:.1f}–{100 * hi:.1f}%"
+                for lo, hi in zip(frame["accuracy_low"], frame["accuracy_high"], strict=True)
+            ],
+            "agreement": 100 * frame["agreement"],
+        }
+    )
     st.dataframe(
         shown,
         key="compress_table",
         hide_index=True,
         width="stretch",
         column_config={
-            "role": st.column_config.TextColumn("role"),
+            "file": st.column_config.TextColumn("file", pinned=True),
             "model": st.column_config.TextColumn("checkpoint"),
-            "precision": st.column_config.TextColumn("precision"),
             "parameters": st.column_config.NumberColumn("parameters", format="localized"),
-            "size_mb": st.column_config.NumberColumn("file (MB)", format="%.2f"),
+            "size_mb": st.column_config.NumberColumn("MB", format="%.2f"),
             "latency_b1_ms": st.column_config.NumberColumn("batch 1 (ms)", format="%.3f"),
             "latency_b256_ms": st.column_config.NumberColumn("batch 256 (ms)", format="%.1f"),
-            "accuracy": st.column_config.NumberColumn("accuracy", format="percent"),
+            "accuracy": st.column_config.NumberColumn("accuracy", format="%.1f%%"),
             "interval": st.column_config.TextColumn("95% interval"),
-            "agreement": st.column_config.NumberColumn("agrees w. teacher", format="percent"),
+            "agreement": st.column_config.NumberColumn("agrees w. teacher", format="%.1f%%"),
         },
     )
 
@@ -141,9 +149,8 @@ def _pareto(view: shell.View, frame: pd.DataFrame) -> None:
             for precision in export.PRECISIONS:
                 progress.progress(i / len(others), text=f"{name} ({precision})…")
                 measure(stem, mtime, precision, view.spec, view.split)
-        progress.empty()
         st.session_state[KEY_ALL] = (view.spec, view.split)
-        measured = True
+        st.rerun()  # draw the page again without the button, from the cached measurements
     rows = frame.to_dict("records")
     if measured and others:
         extra = []
@@ -157,17 +164,19 @@ def _pareto(view: shell.View, frame: pd.DataFrame) -> None:
     left, right = st.columns(2)
     with left:
         shell.chart(
-            pareto_figure(points, "latency_b1_ms", "CPU latency at batch 1 (ms, log scale)"),
+            pareto_figure(points, "latency_b1_ms", "latency at batch 1 (ms)"),
             key="compress_pareto_latency",
         )
     with right:
         shell.chart(
-            pareto_figure(points, "size_mb", "ONNX file size (MB, log scale)"),
+            pareto_figure(points, "size_mb", "file size (MB)"),
             key="compress_pareto_size",
         )
     shell.explain(
-        "Each point is one file; the bars are 95% intervals of its accuracy. The dashed line "
-        "joins the Pareto front: the files no other file beats on both accuracy and cost. "
+        "Each point is one ONNX file: blue the teacher, orange the student, grey the other "
+        "checkpoints; circles fp32, diamonds int8; the bars are 95% intervals of its accuracy, and "
+        "both cost axes are logarithmic. The dashed line is the Pareto front: the files no other "
+        "file beats on both accuracy and cost. "
         + ("" if others else "Only the teacher and the student fit this data.")
     )
 
@@ -208,13 +217,25 @@ def pareto_figure(points: pd.DataFrame, cost: str, x_title: str) -> go.Figure:
         )
     )  # fmt: skip
     fig.update_layout(
-        height=380,
+        height=340,
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        xaxis={"type": "log", "title": x_title},
+        xaxis={"type": "log", "title": x_title, **log_ticks(points[cost].tolist())},
         yaxis={"title": "accuracy (%)"},
-        legend={"orientation": "h", "y": -0.25, "x": 0},
+        showlegend=False,  # the caption under both charts says what colours and symbols mean
     )
     return fig
+
+
+def log_ticks(values: list[float]) -> dict:
+    """tickvals / ticktext at 1-2-5 steps covering ``values``, for a log axis that plotly would
+    otherwise label with bare minor digits ("5  0.1  2  5  1")."""
+    finite = [v for v in values if v > 0 and math.isfinite(v)]
+    if not finite:
+        return {}
+    low, high = math.floor(math.log10(min(finite))), math.ceil(math.log10(max(finite)))
+    ticks = [m * 10.0**e for e in range(low, high + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if min(finite) / 2.5 <= t <= max(finite) * 2.5]
+    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
 
 
 if __name__ == "__main__":
