@@ -284,3 +284,39 @@ def test_metrics_frame_without_t_and_with_kl(logits):
     full = analysis.with_kl(base, teacher, student, 2.5)
     assert list(full.index)[2] == analysis.kl_label(2.5) == "KL(teacher ‖ student) at T = 2.5"
     assert full.equals(analysis.metrics_frame(teacher, student, labels, 2.5))
+
+
+def test_temperature_curve_frame_top_classes_and_the_rest(logits):
+    teacher, _, _ = logits
+    temps = [0.5, 4.0, 20.0]
+    frame = analysis.temperature_curve_frame(teacher[5], temps, NAMES, classes=[2, 0], rest=True)
+    assert list(frame["class"].iloc[:3]) == ["two", "zero", "the rest (2 classes)"]
+    full = soft.temperature_curve(teacher[5].double(), torch.tensor(temps, dtype=torch.float64))
+    got = frame["probability"].to_numpy().reshape(3, 3)
+    np.testing.assert_allclose(got[:, :2], full[:, [2, 0]].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(got[:, 2], full[:, [1, 3]].sum(-1).numpy(), rtol=1e-9)
+
+
+def test_gallery_dark_from_precomputed_top_probability(logits):
+    teacher, student, labels = logits
+    top_p = soft.soften(teacher, 4.0).max(-1).values.numpy()
+    given = analysis.gallery_indices(
+        "dark", labels, teacher, student, 4.0, n=5, teacher_top_p=top_p
+    )
+    assert list(given) == list(analysis.gallery_indices("dark", labels, teacher, student, 4.0, n=5))
+
+
+def test_per_class_frame_over_several_chunks():
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.arange(5000) % 3  # more rows than one 4,096-row chunk
+    teacher = torch.randn(5000, 3, generator=gen) + 4 * torch.eye(3)[labels]
+    student = teacher + torch.randn(5000, 3, generator=gen)
+    frame = analysis.per_class_frame(teacher, student, labels, 2.0, ("a", "b", "c"))
+    kd = soft.dkd_parts(teacher, student, labels, 2.0)["kd"]
+    for c in range(3):
+        assert frame["kl"][c] == pytest.approx(float(kd[labels == c].double().mean()), rel=1e-5)
+    kl = float(soft.kl_divergence(teacher, student, 2.0).double().mean())
+    with_kl = analysis.with_kl(
+        pd.DataFrame({"teacher": [1.0], "student": [1.0]}), teacher, student, 2.0
+    )
+    assert with_kl.loc[analysis.kl_label(2.0), "student"] == pytest.approx(kl, rel=1e-5)

@@ -261,3 +261,18 @@ def test_image_strip_and_its_labels():
     ]
     assert not fig.layout.shapes
     _json_ok(fig)
+
+
+def test_matrix_heatmap_light_dense_cells_for_tiles(matrix):
+    fig = plots.matrix_heatmap(
+        matrix, title="tile", clickable=True, light_cells=True, click_diagonal=True, dense=True,
+        click_hint="click to zoom",
+    )  # fmt: skip
+    heat, cells = fig.data
+    assert len(cells.x) == 16  # the diagonal cells too (blocks of an overview)
+    values = np.asarray(cells.customdata, dtype=float)  # only the value: row, column are y, x
+    assert values.shape == (16,) and values[1] == pytest.approx(matrix.iloc[0, 1])
+    assert (cells.y[1], cells.x[1]) == ("0", "1")
+    assert "click to zoom" in cells.hovertemplate
+    assert fig.layout.xaxis.tickangle == -90 and fig.layout.xaxis.dtick == 1
+    _json_ok(fig)

@@ -14,7 +14,6 @@ KEY_CELL = "sim_cell"  # the teacher heatmap's selection
 KEY_LINKS, KEY_MAP, KEY_MAP_MODEL = "links", "map", "map_model"
 KEY_BLOCKS, KEY_TILE_ROWS, KEY_TILE_COLS = "sim_blocks", "tile_rows", "tile_cols"
 NEAREST = 10  # rows of the nearest-classes table
-MAP_CLASSES = 20  # at many classes the map shows the chosen class and its nearest 19
 TABS = ("Student and difference", "Similarity graph", "Soft-target map")
 PAIR_IMAGES = 12
 MAP_POINTS = {"pca": 2000, "tsne": 1000}  # t-SNE is slow: a capped, stratified subsample
