@@ -252,8 +252,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         return 0
     runs = store.list_runs(limit=args.limit or None)
     for run_id in store.skipped:
-        print(f"kdviz: warning: run {run_id} is not listed: its stored settings are not valid "
-              f"JSON; `kdviz runs --delete {run_id}` removes it.", file=sys.stderr)  # fmt: skip
+        print(f"kdviz: warning: run {run_id} is not listed: its stored record is not valid "
+              f"(edited or damaged); `kdviz runs --delete {run_id}` removes it.", file=sys.stderr)  # fmt: skip
     if args.status:
         runs = [run for run in runs if run.status == args.status]
     if args.json:

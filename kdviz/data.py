@@ -195,8 +195,8 @@ def load_dataset(spec: str, split: str = "train", *, download: bool = True) -> D
     dataset = _cached_dataset(key, path, split_key, entry.cache_key(path), download)
     if len(dataset) == 0 and split_key != "train":
         raise KdvizError(
-            f"The {split_key} split of {dataset.spec} is empty: its classes are too small to set "
-            "images aside (a class needs 3 images to give one each to train, val and test); "
+            f"The {split_key} split of {dataset.spec} has no images (a class needs 3 images to "
+            "give one each to train, val and test, and a test/ folder needs images of its own); "
             "add images or use another split."
         )
     return dataset
@@ -486,6 +486,11 @@ def _read_idx_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray] | N
         )
     if images.size == 0:
         raise KdvizError(f"{image_file} holds no images (shape {images.shape}); use a full file.")
+    if len(images) > datafiles.MAX_IMAGES:
+        raise KdvizError(
+            f"{image_file} holds {len(images):,} images, over kdviz's limit of "
+            f"{datafiles.MAX_IMAGES:,} per file; use a smaller file."
+        )
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels.size and labels.min() < 0):
         raise KdvizError(f"{label_file} must hold one non-negative integer label per image.")
     if labels.size and labels.max() >= datafiles.MAX_CLASSES:

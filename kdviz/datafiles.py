@@ -23,6 +23,7 @@ from kdviz.errors import KdvizError
 MAX_DATA_BYTES = 2 * 1024**3  # an IDX file's data, or a folder's decoded images: 2 GiB in memory
 MAX_IMAGE_PIXELS = 40_000_000  # one image (width x height), e.g. 7,000 x 5,700; PIL warns at 89 M
 MAX_FOLDER_FILES = 200_000  # files looked at in one folder: data sets, not whole disks
+MAX_IMAGES = 10_000_000  # images in one IDX file (EMNIST's largest has 814,255)
 MAX_CLASSES = 10_000  # class sub-folders, or the largest IDX label + 1 (ImageNet has 1,000)
 MAX_FOLDER_DEPTH = 16  # levels of sub-folders below a class folder
 
@@ -260,8 +261,14 @@ def decode_images(files: list[Path]) -> tuple[list[np.ndarray], list[bool], tupl
                 f"The image {file} is too large to decode safely ({err}); "
                 f"kdviz reads images of at most {MAX_IMAGE_PIXELS:,} pixels."
             ) from err
+        except KdvizError:
+            raise
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
             raise KdvizError(f"Could not read the image {file} ({err}); fix or remove it.") from err
+        except Exception as err:  # a malformed file can trip any of PIL's decoders
+            raise KdvizError(
+                f"Could not read the image {file} ({type(err).__name__}: {err}); fix or remove it."
+            ) from err
     assert size is not None  # callers pass at least one file
     return arrays, gray, size
 

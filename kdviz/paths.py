@@ -33,9 +33,9 @@ def make_folder(path: Path, what: str) -> None:
         raise KdvizError(
             f"{what} {path} is a file, not a folder; move the file aside or set KDVIZ_HOME to a folder."
         ) from err
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
         raise KdvizError(
-            f"{what} {path} cannot be created ({err.strerror or err}); "
+            f"{what} {path} cannot be created ({getattr(err, 'strerror', None) or err}); "
             "set KDVIZ_HOME to a writable folder."
         ) from err
     if not path.is_dir():

@@ -375,6 +375,11 @@ class RunStore:
             return KdvizError(
                 f"{where} is a folder, not a database file; move it aside and kdviz starts a new store."
             )
+        if text.startswith(("no such table", "no such column", "table runs has no column")):
+            return KdvizError(
+                f"{where} is not a kdviz run store of this version ({text}); move it aside and "
+                "kdviz starts a new one."
+            )
         corrupt = code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text
         if corrupt and not self._integrity_ok_fresh():
             return KdvizError(
@@ -683,10 +688,13 @@ class RunStore:
         for row in rows:
             if row["host"] and row["host"] != host:
                 continue  # another machine's process: not ours to judge
-            if row["pid"]:
-                dead = not process_alive(row["pid"], row["pid_start"])
-            else:  # the launcher died before it recorded the worker
-                dead = now - row["created"] > QUEUED_WITHOUT_PROCESS_S
+            try:
+                if row["pid"]:
+                    dead = not process_alive(int(row["pid"]), str(row["pid_start"] or ""))
+                else:  # the launcher died before it recorded the worker
+                    dead = now - float(row["created"]) > QUEUED_WITHOUT_PROCESS_S
+            except (TypeError, ValueError, OverflowError):  # a hand-edited row: no process to find
+                dead = True
             if dead:
                 gone.append(row)
         ids = []
@@ -697,11 +705,9 @@ class RunStore:
                 run = None
             was = "training" if row["status"] == "running" else "waiting in the queue"
             note = ""
-            if (
-                run is not None
-                and run.checkpoint
-                and Path(run.checkpoint).with_suffix(".safetensors").exists()
-            ):
+            stem = Path(run.checkpoint) if run is not None and run.checkpoint else None
+            # with_name, not with_suffix: a stem such as "...-T2.5-s0" has a dot in its name
+            if stem is not None and stem.with_name(stem.name + ".safetensors").exists():
                 note = " The checkpoint of its last finished epoch is kept."
             message = (
                 f"The run's process (pid {row['pid']}) stopped while {was} (killed or the machine "
@@ -805,7 +811,8 @@ class RunStore:
 
 
 class BadRow(ValueError):
-    """A runs row whose config is not a JSON object (edited or damaged by hand)."""
+    """A runs row whose config is not a JSON object, or whose status or numbers are not what
+    the schema says (edited or damaged by hand)."""
 
 
 def _row_to_run(row: sqlite3.Row) -> Run:
@@ -815,7 +822,7 @@ def _row_to_run(row: sqlite3.Row) -> Run:
         data["config"] = json.loads(data["config"] or "{}")
     except (TypeError, ValueError, RecursionError) as err:
         raise BadRow(data.get("id", "?")) from err
-    if not isinstance(data["config"], dict):
+    if not isinstance(data["config"], dict) or not _columns_typed(data):
         raise BadRow(data.get("id", "?"))
     try:
         metrics = json.loads(data["metrics"] or "{}")
@@ -825,9 +832,28 @@ def _row_to_run(row: sqlite3.Row) -> Run:
     return Run(**data)
 
 
+_NUMBER_COLUMNS = {"step", "total_steps", "max_running", "seq", "epoch", "created"}
+_OPTIONAL_NUMBER_COLUMNS = {"eta", "started", "finished", "updated", "cancel_requested", "pid"}
+
+
+def _columns_typed(data: dict[str, Any]) -> bool:
+    """True when a row's status and number columns hold what the schema says (SQLite does not
+    enforce column types, so a hand-edited row may hold text where a number belongs)."""
+    if data.get("status") not in STATUSES:
+        return False
+    for key, value in data.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key in _NUMBER_COLUMNS and not number:
+            return False
+        if key in _OPTIONAL_NUMBER_COLUMNS and value is not None and not number:
+            return False
+    return True
+
+
 def _bad_row_error(run_id: str) -> KdvizError:
     return KdvizError(
-        f"The stored settings of run {run_id} are not valid JSON (the row was edited or damaged); "
+        f"The stored record of run {run_id} is not valid (its settings are not JSON, or a "
+        "column holds the wrong kind of value: the row was edited or damaged); "
         f"kdviz skips it, and `kdviz runs --delete {run_id}` removes it."
     )
 

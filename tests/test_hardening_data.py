@@ -105,6 +105,13 @@ def test_idx_label_over_the_class_limit(tmp_path, monkeypatch):
         data.load_dataset(f"idx:{tmp_path}")
 
 
+def test_idx_over_the_image_count_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(datafiles, "MAX_IMAGES", 3)
+    write_idx_pair(tmp_path, np.zeros((4, 2, 2)), np.zeros(4))
+    with pytest.raises(KdvizError, match="holds 4 images, over kdviz's limit of 3 per file"):
+        data.load_dataset(f"idx:{tmp_path}")
+
+
 class CountingGzip(gzip.GzipFile):
     unpacked = 0
 
@@ -159,6 +166,26 @@ def test_pil_decompression_bomb_warning_and_error_become_a_sentence(
     with pytest.raises(KdvizError, match="too large to decode safely") as err:
         data.load_dataset(f"folder:{tmp_path}")
     one_sentence(err)
+
+
+def test_unreadable_images_are_a_sentence_whatever_the_decoder_raises(tmp_path, monkeypatch):
+    import struct as struct_module
+
+    image_folder(tmp_path, {"a": 3, "b": 3})
+    (tmp_path / "a" / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    with pytest.raises(KdvizError, match="Could not read the image .*zz.png") as err:
+        data.load_dataset(f"folder:{tmp_path}")
+    one_sentence(err)
+    (tmp_path / "a" / "zz.png").unlink()
+
+    def broken_load(self):  # a decoder tripping over a malformed file in its own way
+        raise struct_module.error("unpack requires a buffer of 4 bytes")
+
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken_load)
+    with pytest.raises(KdvizError, match="error: unpack requires a buffer"):
+        data.load_dataset(f"folder:{tmp_path}")
 
 
 def test_total_decoded_bytes_are_capped(tmp_path, monkeypatch):
@@ -239,7 +266,9 @@ def test_an_empty_split_is_a_sentence_not_an_index_error(tmp_path):
     image_folder(tmp_path, {"a": 1, "b": 1})
     assert len(data.load_dataset(f"folder:{tmp_path}", "train")) == 2
     for split in ("val", "test"):
-        with pytest.raises(KdvizError, match=f"The {split} split of folder:.* is empty") as err:
+        with pytest.raises(
+            KdvizError, match=f"The {split} split of folder:.* has no images"
+        ) as err:
             data.load_dataset(f"folder:{tmp_path}", split)
         one_sentence(err)
 

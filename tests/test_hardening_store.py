@@ -257,12 +257,46 @@ def test_a_row_with_invalid_json_is_skipped_and_can_be_deleted(kdviz_home, capsy
         conn.execute("UPDATE runs SET metrics = '[1, 2' WHERE id = ?", (odd,))
     assert [r.id for r in store.list_runs()] == [odd, good] and store.skipped == [bad]
     assert store.get(odd).metrics == {}  # only shown: an empty table is honest
-    with pytest.raises(KdvizError, match=f"settings of run {bad} are not valid JSON"):
+    with pytest.raises(KdvizError, match=f"stored record of run {bad} is not valid"):
         store.get(bad)
     assert cli.main(["runs"]) == 0
     assert f"kdviz runs --delete {bad}" in capsys.readouterr().err
     assert cli.main(["runs", "--delete", bad]) == 0
     assert store.find(odd) is not None and store.list_runs() and store.skipped == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "pid = 'abc', status = 'running'",  # SQLite keeps text in an INTEGER column
+        "step = 'many'",
+        "created = 'yesterday'",
+        "status = 'exploded'",
+        "config = '[1, 2]'",  # JSON, but not an object
+    ],
+)
+def test_rows_with_values_of_the_wrong_kind_are_skipped_and_recover_survives(kdviz_home, change):
+    store, good = store_with_a_run(kdviz_home)
+    bad = store.create_run({"kind": "train"}, name="bad").id
+    conn = sqlite3.connect(store.path)
+    with conn:
+        conn.execute(f"UPDATE runs SET {change} WHERE id = ?", (bad,))
+    conn.close()
+    store.recover()  # no TypeError on a text pid: the row is marked, not crashed on
+    assert [r.id for r in RunStore().list_runs()] == [good]
+    with pytest.raises(KdvizError, match=f"stored record of run {bad} is not valid"):
+        store.get(bad)
+
+
+def test_a_database_without_the_runs_table_is_not_called_damaged(kdviz_home):
+    other = kdviz_home / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")  # looks set up: kdviz only reads it
+        conn.execute("CREATE TABLE notes (x)")
+        conn.execute("PRAGMA user_version = 1")
+    with pytest.raises(KdvizError, match="is not a kdviz run store of this version") as err:
+        RunStore(other).list_runs()
+    assert "damaged" not in one_sentence(err)
 
 
 def test_recover_marks_a_dead_run_with_invalid_json_interrupted(kdviz_home):
