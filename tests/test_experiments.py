@@ -152,7 +152,7 @@ def test_fit_transformed_with_the_identity_matches_engine_fit(teacher, tmp_path)
 # ---------------------------------------------------------------------------- registry and settings
 
 
-def test_registry_holds_the_eight_experiments_and_lists_them_on_a_typo():
+def test_registry_holds_the_ten_experiments_and_lists_them_on_a_typo():
     assert ex.list_experiments() == [
         "temperature-sweep",
         "omitted-class",
@@ -162,6 +162,8 @@ def test_registry_holds_the_eight_experiments_and_lists_them_on_a_typo():
         "born-again",
         "soft-target-parts",
         "ensemble-to-one",
+        "cross-architecture",
+        "miscalibrated-teacher",
     ]
     with pytest.raises(KdvizError, match="born-again") as err:
         ex.get_experiment("born-agian")
@@ -250,6 +252,27 @@ def _check_ensemble(r, s):
     assert float(ens["agreement_with_ensemble"].iloc[0]) == pytest.approx(1.0)
 
 
+def _check_cross(r, s):
+    teachers = r.table[r.table["model"] == "teacher"]
+    pairs = r.table[r.table["model"] == "student"]
+    assert len(teachers) == 3 and len(pairs) == 3 * len(s.students)
+    assert set(pairs["student_family"]) == {"MLP", "CNN"}
+    r_values = pairs["structure"].dropna()
+    assert len(r_values) == len(pairs) and ((r_values >= -1) & (r_values <= 1)).all()
+    assert pairs["gain_low"].notna().all()  # every pair has its paired interval
+    sims = r.extras["similarity"]
+    assert len(sims) == 3 * 10 * 10 and set(sims["teacher"]) == set(teachers["teacher"])
+
+
+def _check_miscalibrated(r, s):
+    variants = len(s.scales) + 2  # the logit scales, label smoothing, overtraining
+    assert len(r.table) == 3 * variants + 1
+    assert set(r.table["condition"]) == {"fixed T", "best T (val)", "teacher temperature-scaled", "hard labels"}  # fmt: skip
+    best = r.table[r.table["condition"] == "best T (val)"]
+    assert set(best["temperature"]) <= set(s.temperatures) | {s.temperature}
+    assert len(r.extras["grid"]) == variants * len(set(s.temperatures) | {s.temperature})
+
+
 CHECKS = {
     "temperature-sweep": _check_sweep,
     "omitted-class": _check_omitted,
@@ -259,10 +282,22 @@ CHECKS = {
     "born-again": _check_born_again,
     "soft-target-parts": _check_parts,
     "ensemble-to-one": _check_ensemble,
+    "cross-architecture": _check_cross,
+    "miscalibrated-teacher": _check_miscalibrated,
 }
 
 
-@pytest.mark.parametrize("name", ex.list_experiments())
+# 18 runs, ~16 s; tests/test_experiments_limits.py runs a trimmed one unmarked
+SLOW_TINY = {"miscalibrated-teacher"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TINY else n
+        for n in ex.list_experiments()
+    ],
+)
 def test_every_experiment_runs_tiny_and_stores_a_sane_result(name, teacher):
     assert set(CHECKS) == set(ex.list_experiments())
     s = settings_for(name, teacher)

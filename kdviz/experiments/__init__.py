@@ -61,6 +61,8 @@ from kdviz.experiments import early_stopped_teacher  # noqa: E402, F401  isort: 
 from kdviz.experiments import born_again  # noqa: E402, F401  isort: skip
 from kdviz.experiments import soft_target_parts  # noqa: E402, F401  isort: skip
 from kdviz.experiments import ensemble_to_one  # noqa: E402, F401  isort: skip
+from kdviz.experiments import cross_architecture  # noqa: E402, F401  isort: skip
+from kdviz.experiments import miscalibrated_teacher  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "SIZES",

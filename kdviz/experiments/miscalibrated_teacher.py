@@ -1,0 +1,282 @@
+"""Experiment 10, a miscalibrated teacher: the student inherits whatever the teacher's
+probabilities say. One teacher made over- and under-confident by scaling its logits, and teachers
+miscalibrated by training (label smoothing, too many epochs); each distilled at a fixed T and at the
+best T chosen on the validation split, and once more after temperature-scaling the teacher (T*
+fitted on the validation split's teacher logits, Guo et al. 2017)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import pandas as pd
+from torch import Tensor
+
+from kdviz import soft
+from kdviz.data import load_dataset
+from kdviz.engine import TrainConfig
+from kdviz.experiments import intervals as iv
+from kdviz.experiments.registry import (
+    CHO,
+    COLORS,
+    HINTON,
+    MULLER,
+    ExperimentResult,
+    make_result,
+    register_comparison,
+    register_experiment,
+    register_figure,
+)
+from kdviz.experiments.runner import Runner, Trained
+from kdviz.experiments.settings import Settings, common_fields, distill_config, hard_config
+
+GUO = "Guo, Pleiss, Sun & Weinberger 2017 (arXiv:1706.04599)"
+FIXED, BEST, SCALED, HARD = "fixed T", "best T (val)", "teacher temperature-scaled", "hard labels"
+
+
+@dataclass(frozen=True)
+class MiscalibratedSettings(Settings):
+    teacher_arch: str = "lenet"  # the teachers trained here
+    teacher_epochs: int | None = None  # the plain teacher's epochs: tiny 2, full 30
+    scales: tuple[float, ...] | None = None  # logit factors: < 1 under-, > 1 over-confident
+    smoothing: float = 0.1  # label smoothing of the smoothed teacher (0 = no such teacher)
+    overtrain_epochs: int | None = None  # the teacher trained too long: tiny 4, full 150 (0 = none)
+    student: str = "mlp-300-300"
+    temperature: float = 4.0  # the fixed T (always in the grid)
+    temperatures: tuple[float, ...] | None = None  # the grid the best T is chosen from, on val
+    alpha: float = 0.9
+
+    _PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"teacher_epochs": 2, "scales": (0.25, 1.0, 4.0), "overtrain_epochs": 4,
+                 "temperatures": (1.0, 4.0)},
+        "full": {"teacher_epochs": 30, "scales": (0.25, 0.5, 1.0, 2.0, 4.0),
+                 "overtrain_epochs": 150, "temperatures": (1.0, 2.0, 4.0, 8.0)},
+    }  # fmt: skip
+
+
+class Variant(NamedTuple):
+    name: str  # "logits x 4", "label smoothing 0.1", ...
+    group: str  # "logit scale" or "training"
+    checkpoint: str
+    scale: float  # the factor applied to its logits
+
+
+# ---------------------------------------------------------------------------- the transforms
+
+
+def scale_logits(factor: float) -> Callable[[Tensor, Tensor], Tensor]:
+    """A teacher_transform: the teacher's logits times ``factor`` (N, K) -> (N, K). At T = 1 a
+    factor above 1 sharpens every soft target (over-confident), below 1 flattens it."""
+
+    def transform(logits: Tensor, _labels: Tensor) -> Tensor:
+        return logits * float(factor)
+
+    return transform
+
+
+def confidence_gap(logits: Tensor, labels: Tensor) -> float:
+    """Mean top-1 probability minus accuracy: > 0 over-confident, < 0 under-confident."""
+    confidence = soft.soften(logits.double(), 1.0).max(dim=-1).values.mean().item()
+    return confidence - soft.accuracy(logits, labels)
+
+
+# ---------------------------------------------------------------------------- the experiment
+
+
+@register_experiment(
+    "miscalibrated-teacher",
+    title="A miscalibrated teacher",
+    settings=MiscalibratedSettings,
+    paper=f"{GUO}; {MULLER}; {CHO}",
+    question="Does a student inherit its teacher's miscalibration, and does temperature scaling "
+    "the teacher first recover it?",
+)
+def miscalibrated_teacher(s: MiscalibratedSettings, runner: Runner) -> ExperimentResult:
+    grid = tuple(sorted({float(t) for t in s.temperatures} | {float(s.temperature)}))
+    extra = int(s.smoothing > 0) + int(s.overtrain_epochs > 0)
+    n_variants = len(s.scales) + extra
+    runner.plan(1 + extra + n_variants * (len(grid) + 1) + 1)
+    variants = _teachers(s, runner)
+    val, test = load_dataset(s.dataset, "val"), load_dataset(s.dataset, s.eval_split)
+    hard = runner.train(hard_config(s, s.student, variants[0].checkpoint), f"{s.student} hard labels")  # fmt: skip
+    rows, grid_rows = [], []
+    calibrated: list[tuple[str, float, Trained]] = []  # (teacher, multiplier, student) trained
+    for v in variants:
+        z_val = runner.logits(v.checkpoint, s.dataset, "val") * v.scale  # (N_val, K)
+        z_test = runner.logits(v.checkpoint, s.dataset, s.eval_split) * v.scale  # (N, K)
+        t_star = soft.calibration_temperature(z_val, val.labels)
+        teacher = {
+            "variant": v.name, "group": v.group, "scale": v.scale,
+            "teacher_accuracy": soft.accuracy(z_test, test.labels),
+            "teacher_gap": confidence_gap(z_test, test.labels),
+            "teacher_ece": soft.ece(z_test, test.labels), "t_star": t_star,
+        }  # fmt: skip
+        runs = {}
+        for t in grid:
+            run = _distill(s, runner, v, v.scale, t, f"{s.student} from {v.name} at T={t:g}")
+            runs[t] = run
+            val_acc = soft.accuracy(runner.logits(run.checkpoint, s.dataset, "val"), val.labels)
+            grid_rows.append({"variant": v.name, "temperature": t, "val_accuracy": val_acc,
+                              "accuracy": run.metrics["accuracy"], "run_id": run.run_id})  # fmt: skip
+        scores = {r["temperature"]: r["val_accuracy"] for r in grid_rows if r["variant"] == v.name}
+        best_t = max(grid, key=lambda t: (scores[t], -abs(math.log(t / s.temperature))))
+        multiplier = v.scale / t_star  # the temperature-scaled teacher is z * scale / T*
+        same = [r for c, m, r in calibrated if c == v.checkpoint and abs(m / multiplier - 1) < 1e-4]
+        if same:  # logits x c, scaled by T*(c z) = c T*(z): the very same teacher, same student
+            scaled_run = same[0]
+        else:
+            scaled_run = _distill(s, runner, v, multiplier, s.temperature, f"{s.student} from {v.name}, temperature-scaled")  # fmt: skip
+            calibrated.append((v.checkpoint, multiplier, scaled_run))
+        scaled_teacher = {**teacher, "teacher_gap": confidence_gap(z_test / t_star, test.labels),
+                          "teacher_ece": soft.ece(z_test / t_star, test.labels)}  # fmt: skip
+        for condition, t, run, info in (
+            (FIXED, s.temperature, runs[s.temperature], teacher),
+            (BEST, best_t, runs[best_t], teacher),
+            (SCALED, s.temperature, scaled_run, scaled_teacher),
+        ):
+            rows.append({**info, "condition": condition, "temperature": t,
+                         **_student(run, hard), "val_accuracy": scores.get(t) if run is not scaled_run else None})  # fmt: skip  # noqa: E501
+    rows.append({"variant": "none", "group": "", "scale": None, "teacher_accuracy": None,
+                 "teacher_gap": None, "teacher_ece": None, "t_star": None, "condition": HARD,
+                 "temperature": None, **_student(hard, hard), "val_accuracy": None})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table = table[[c for c in table.columns if "run_id" not in c] + ["run_id", "hard_run_id"]]
+    notice = (
+        "Follow the fixed-T rows: multiplying the teacher's logits by c is the same soft target as "
+        "dividing T by c, so an over-confident teacher hands the student sharp targets with little "
+        "dark knowledge and an under-confident one nearly uniform ones; the student's ECE follows. "
+        "The best-T rows show how much of that a search over T (on the validation split) undoes, "
+        "and the temperature-scaled rows whether fitting T* on the teacher's validation logits "
+        "first is enough: for a pure logit scale it undoes the damage exactly, for a teacher "
+        "miscalibrated by label smoothing or overtraining it only rescales what training changed."
+    )
+    return make_result(s, "miscalibrated-teacher", table, notice, extras={"grid": pd.DataFrame(grid_rows)})  # fmt: skip
+
+
+def _teachers(s: MiscalibratedSettings, runner: Runner) -> list[Variant]:
+    """The plain teacher at every logit scale, then the label-smoothed and the overtrained one."""
+    base = TrainConfig(**common_fields(s), arch=s.teacher_arch)
+    plain = runner.train(dataclasses.replace(base, epochs=s.teacher_epochs), f"teacher {s.teacher_arch}", role="teacher")  # fmt: skip
+    out = [
+        Variant(f"logits x {c:g}", "logit scale", plain.checkpoint, float(c))
+        for c in sorted(s.scales)
+    ]
+    if s.smoothing > 0:
+        cfg = dataclasses.replace(base, epochs=s.teacher_epochs, label_smoothing=float(s.smoothing))
+        run = runner.train(cfg, f"teacher {s.teacher_arch} smoothing {s.smoothing:g}", role="teacher")  # fmt: skip
+        out.append(Variant(f"label smoothing {s.smoothing:g}", "training", run.checkpoint, 1.0))
+    if s.overtrain_epochs > 0:
+        cfg = dataclasses.replace(base, epochs=s.overtrain_epochs)
+        run = runner.train(cfg, f"teacher {s.teacher_arch} {s.overtrain_epochs} epochs", role="teacher")  # fmt: skip
+        out.append(Variant(f"{s.overtrain_epochs} epochs", "training", run.checkpoint, 1.0))
+    return out
+
+
+def _distill(
+    s: MiscalibratedSettings, runner: Runner, v: Variant, factor: float, t: float, label: str
+) -> Trained:
+    """The student distilled at T = t from the teacher's logits times ``factor``."""
+    transform = None if factor == 1.0 else scale_logits(factor)
+    cfg = distill_config(s, s.student, v.checkpoint, temperature=float(t))
+    return runner.train(cfg, label, teacher_transform=transform)
+
+
+def _student(run: Trained, hard: Trained) -> dict[str, Any]:
+    return {
+        "accuracy": run.metrics["accuracy"],
+        "ece": run.metrics["ece"],
+        "agreement": run.metrics.get("agreement"),
+        "run_id": run.run_id,
+        "hard_run_id": hard.run_id,
+    }
+
+
+# ---------------------------------------------------------------------------- comparison
+
+
+@register_comparison("miscalibrated-teacher")
+def compare(s: MiscalibratedSettings, table: pd.DataFrame) -> pd.DataFrame:
+    """The answer (does temperature-scaling the teacher first recover the worst student?), then
+    the best T against logit scales, and the two training-made miscalibrations."""
+    rows = []
+    fixed = table[table["condition"] == FIXED].set_index("variant")
+    best = table[table["condition"] == BEST].set_index("variant")
+    scaled = table[table["condition"] == SCALED].set_index("variant")
+    plain = f"logits x {1:g}"
+    damaged = fixed.drop(index=[plain], errors="ignore")
+    if len(damaged):
+        worst = damaged["accuracy"].idxmin()
+        raw, fix = fixed.loc[worst], scaled.loc[worst]
+        ref = f"; plain teacher's student {iv.row_text(fixed.loc[plain])}" if plain in fixed.index else ""  # fmt: skip
+        rows.append((
+            f"answer: does temperature-scaling the teacher first recover its student? (worst teacher at T={s.temperature:g}: {worst})",  # noqa: E501
+            f"{iv.row_text(raw)} -> {iv.row_text(fix)} after T* = {raw['t_star']:.3g} (teacher ECE {raw['teacher_ece']:.3f} -> {fix['teacher_ece']:.3f}){ref}",  # noqa: E501
+            "no published number; temperature scaling fixes a network's calibration without changing its predictions",  # noqa: E501
+            iv.order_verdict(iv.interval(fix), iv.interval(raw)),
+            GUO,
+        ))  # fmt: skip
+    scale_best = best[best["group"] == "logit scale"]
+    if len(scale_best) >= 2:
+        rows.append((
+            "best T per logit-scaled teacher: students within noise of each other?",
+            ", ".join(f"{v}: T={r['temperature']:g}, {iv.row_text(r)}" for v, r in scale_best.iterrows()),  # noqa: E501
+            "soft targets are softmax(z/T): logits x c at T equal logits at T/c (identity)",
+            iv.equal_verdict([iv.interval(r) for _, r in scale_best.iterrows()]),
+            HINTON,
+        ))  # fmt: skip
+    claims = (
+        (f"label smoothing {s.smoothing:g}", "a label-smoothed teacher teaches worse (qualitative)", MULLER),  # noqa: E501
+        (f"{s.overtrain_epochs} epochs", "a teacher trained to the end can teach worse than one stopped early (qualitative)", CHO),  # noqa: E501
+    )  # fmt: skip
+    for name, claim, source in claims:
+        if name in best.index and plain in best.index:
+            a, b = best.loc[plain], best.loc[name]
+            rows.append((
+                f"student at its best T: plain teacher vs {name}",
+                f"{iv.row_text(a)} vs {iv.row_text(b)}; teacher ECE {a['teacher_ece']:.3f} vs {b['teacher_ece']:.3f}",  # noqa: E501
+                claim,
+                iv.order_verdict(iv.interval(a), iv.interval(b)),
+                source,
+            ))  # fmt: skip
+    return iv.comparison_rows(rows)
+
+
+# ---------------------------------------------------------------------------- chart
+
+
+@register_figure("miscalibrated-teacher")
+def _figure(fig, t: pd.DataFrame) -> None:
+    """x: the ECE of the teacher the student learnt from; y: the student's error (with its
+    interval) and its ECE, per condition (fixed T, best T, temperature-scaled teacher)."""
+    for i, condition in enumerate((FIXED, BEST, SCALED)):
+        part = t[t["condition"] == condition].sort_values("teacher_ece")
+        if part.empty:
+            continue
+        color = COLORS[i % len(COLORS)]
+        fig.add_scatter(
+            x=part["teacher_ece"], y=1 - part["accuracy"], mode="markers+lines",
+            name=f"student error, {condition}", text=part["variant"], error_y=_error_bars(part),
+            marker={"color": color, "size": 9}, line={"color": color, "width": 1},
+        )  # fmt: skip
+        fig.add_scatter(
+            x=part["teacher_ece"], y=part["ece"], mode="markers+lines", text=part["variant"],
+            name=f"student ECE, {condition}", marker={"color": color, "symbol": "x", "size": 9},
+            line={"color": color, "width": 1, "dash": "dot"},
+        )  # fmt: skip
+    hard = t[t["condition"] == HARD]["accuracy"]
+    if len(hard):
+        fig.add_hline(y=1 - float(hard.iloc[0]), line_dash="dash", annotation_text="student error, hard labels")  # fmt: skip
+    fig.update_xaxes(title="teacher ECE (15 bins; the teacher the student learnt from)", type="log")
+    fig.update_layout(yaxis_title="student error and ECE")
+
+
+def _error_bars(part: pd.DataFrame) -> dict[str, Any] | None:
+    """error_y for the error rate 1 - accuracy: the accuracy interval turned over."""
+    if "accuracy_low" not in part:
+        return None
+    up = (part["accuracy"] - part["accuracy_low"]).fillna(0.0).clip(lower=0.0)
+    down = (part["accuracy_high"] - part["accuracy"]).fillna(0.0).clip(lower=0.0)
+    return {"type": "data", "symmetric": False, "array": up.tolist(), "arrayminus": down.tolist()}
