@@ -196,6 +196,44 @@ def test_the_disk_filling_during_a_run_ends_in_a_sentence(tmp_path, monkeypatch,
         assert card.arch == "mlp-300-300"
 
 
+@pytest.mark.slow  # about 15 s on 2 shared cores; the CLI case above is the fast one
+def test_disk_full_for_checkpoint_and_store_alike_keeps_the_store_and_the_last_epoch(
+    tmp_path, monkeypatch
+):
+    """The issue's case: after epoch 1 the disk is full, so epoch 2's checkpoint fails
+    (SafetensorError) and so does the store. One sentence; the store survives; epoch 1 loads; the
+    run is marked interrupted once its process is gone."""
+    from kdviz.engine import TrainConfig
+    from kdviz.models import load_checkpoint
+
+    with tmpfs(tmp_path / "full") as home:
+        monkeypatch.setenv("KDVIZ_HOME", str(home))
+        cfg = TrainConfig(dataset="digits", arch="mlp-300-300", epochs=3, device="cpu",
+                          name="big", out=str(paths.checkpoints_dir() / "big"))  # fmt: skip
+        store, run = jobs.record_cli_run(cfg)
+        fillers = []
+
+        def fill_after_epoch_1(metrics):
+            if metrics["epoch"] == 1:
+                fillers.append(fill(home))
+
+        with pytest.raises(KdvizError, match="no space is left on") as err:
+            jobs.execute_run(store, run.id, cfg, on_epoch=fill_after_epoch_1)
+        one_sentence(err)
+        fillers[0].unlink()
+        assert RunStore(recover=False).get(run.id).status == "running"  # its end was not recorded
+        model, card = load_checkpoint(str(home / "checkpoints" / "big"))
+        assert card.metrics["epochs_completed"] == 1
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("UPDATE runs SET pid = ?, pid_start = '' WHERE id = ?", (dead.pid, run.id))
+        after = RunStore()
+        assert after.integrity_ok()
+        final = after.get(run.id)
+        assert final.status == "interrupted" and "last finished epoch is kept" in final.message
+
+
 def test_a_store_that_cannot_record_the_failure_leaves_the_run_to_recover(monkeypatch):
     """The checkpoint write fails and so does the store: the user still gets the sentence, and
     the run, left active, is marked interrupted once its process is gone."""
