@@ -337,19 +337,18 @@ def onnx_session(path: str | Path, threads: int = LATENCY_THREADS):
     return _session(str(path.resolve()), stat.st_mtime_ns, stat.st_size, threads)
 
 
-def onnx_logits(
-    path: str | Path, images: torch.Tensor, batch_size: int = 256, threads: int = 0
-) -> torch.Tensor:
-    """Logits (N, K) float32 of an ONNX file on normalised float32 ``images`` (N, C, H, W)."""
-    session = onnx_session(path, threads or (os.cpu_count() or 1))
-    name = session.get_inputs()[0].name
-    x = images.detach().to("cpu", torch.float32).numpy()
-    outs = [
-        session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)
-    ]
-    if not outs:
-        return torch.empty(0, 0)
-    return torch.from_numpy(np.concatenate(outs).astype(np.float32, copy=False))
+def onnx_logits(path: str | Path, images: torch.Tensor) -> torch.Tensor:
+    """Logits (N, K) float32 of an ONNX file on normalised float32 ``images`` (N, C, H, W), run
+    by the same OnnxModule that serves imported ONNX checkpoints."""
+    from kdviz.importers import OnnxModule
+
+    read_onnx_card(path)  # a corrupt or non-ONNX file is refused in one sentence first
+    try:
+        with torch.inference_mode():
+            return OnnxModule(Path(path).expanduser())(images)
+    except Exception as err:  # onnxruntime's InvalidArgument / Fail for a graph that will not run
+        why = f"onnxruntime cannot run it: {str(err).splitlines()[0][:120]}"
+        raise _refuse(Path(path), why) from err
 
 
 def onnx_dataset_logits(path: str | Path, dataset: Dataset) -> torch.Tensor:

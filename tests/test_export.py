@@ -236,6 +236,38 @@ def test_cli_export(ckpts, tmp_path, capsys):
     assert err.count("kdviz: error:") == 2
 
 
+def test_export_import_evaluate_round_trip_through_the_cli(ckpts, tmp_path, capsys):
+    test = data.load_dataset("digits", "test")
+
+    def evaluate(name: str) -> dict:
+        capsys.readouterr()
+        assert main(["evaluate", name, "--dataset", "digits", "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    direct = evaluate(MLP)
+    for precision in ("fp32", "int8"):
+        out = tmp_path / f"{precision}.onnx"
+        args = ["export", MLP, "--out", str(out)] + (["--quantize", "int8"] * (precision == "int8"))
+        assert main(args) == 0
+        assert main(["import", str(out), "--name", f"back-{precision}"]) == 0  # no flags needed
+        back = evaluate(f"back-{precision}")
+        stated = export.onnx_dataset_logits(out, test).argmax(1)
+        assert back["accuracy"] == pytest.approx(float((stated == test.labels).float().mean()))
+        if precision == "fp32":  # the same predictions as the PyTorch model
+            assert back["accuracy"] == direct["accuracy"]
+            assert back["nll"] == pytest.approx(direct["nll"], rel=1e-4)
+        else:  # within a few images of it
+            assert abs(back["accuracy"] - direct["accuracy"]) <= 3 / len(test)
+
+
+def test_cli_import_refuses_a_corrupt_onnx_file(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    assert main(["import", str(bad), "--name", "bad"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kdviz: error:") and "\n" not in err and "ONNX" in err
+
+
 # --------------------------------------------------------------------------- the table's math
 
 
