@@ -457,8 +457,10 @@ def evaluate_logits(
         dataset = load_dataset(dataset_spec, split)
         logits, labels = _rows_for_split(table, dataset), dataset.labels
     elif table.labels is None:
+        known = "" if is_logits_file(ref) else models.load_card(ref).dataset
+        hint = f"--dataset {known} --split SPLIT" if known else "--dataset SPEC --split SPLIT"
         raise KdvizError(
-            f"The logits {table.source!r} have no labels; give --dataset with the split their rows belong to."
+            f"The logits {table.source!r} have no labels; give {hint} for the split their rows belong to."
         )
     else:
         logits, labels = table.logits, table.labels
