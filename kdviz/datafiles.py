@@ -25,7 +25,7 @@ MAX_IMAGE_PIXELS = 40_000_000  # one image (width x height), e.g. 7,000 x 5,700;
 MAX_FOLDER_FILES = 200_000  # files looked at in one folder: data sets, not whole disks
 MAX_IMAGES = 10_000_000  # images in one IDX file (EMNIST's largest has 814,255)
 MAX_CLASSES = 10_000  # class sub-folders, or the largest IDX label + 1 (ImageNet has 1,000)
-MAX_FOLDER_DEPTH = 16  # levels of sub-folders below a class folder
+MAX_FOLDER_DEPTH = 16  # levels of sub-folders below the dataset folder
 
 _IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif",
