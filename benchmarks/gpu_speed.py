@@ -69,11 +69,11 @@ def peak_tflops(device: torch.device, dtype: torch.dtype, size: int, repeats: in
     return 2 * size**3 / best / 1e12
 
 
-def _optimizer(model: nn.Module, device: torch.device, capturable: bool = False):
+def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
     try:  # the engine's optimizer: fused AdamW where torch has it
-        return torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True, capturable=capturable)
+        return torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.AdamW(model.parameters(), lr=1e-3, capturable=capturable)
+        return torch.optim.AdamW(model.parameters(), lr=1e-3)
 
 
 def graph_step(
@@ -85,7 +85,8 @@ def graph_step(
     warm-up on a side stream, autocast without its weight cache. CUDA only.
     """
     device = next(model.parameters()).device
-    optimizer = _optimizer(model, device, capturable=True)
+    # the documented graph-safe AdamW: capturable (its step count lives on the GPU), foreach
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, capturable=True)
     x = torch.zeros(batch, *in_shape, device=device)
     t = torch.zeros(batch, k, device=device)
     y = torch.zeros(batch, dtype=torch.long, device=device)
@@ -152,7 +153,7 @@ def _case(
     if extra == "graph":
         step = graph_step(student, loss_fn, prec, batch, in_shape, CLASSES)
     else:
-        step = make_train_step(student, loss_fn, _optimizer(student, device), prec)
+        step = make_train_step(student, loss_fn, _optimizer(student), prec)
 
     def one(idx: torch.Tensor) -> None:
         x = images[idx]
