@@ -97,7 +97,10 @@ def parse_classes(value: Any) -> list[str] | None:
 def _per_channel(values: Any, channels: int, what: str, default: float) -> list[float]:
     if values is None or len(values) == 0:
         return [default] * channels
-    out = [float(v) for v in values]
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        out = []
     if len(out) == 1:
         out *= channels
     if len(out) != channels or not all(math.isfinite(v) for v in out):
@@ -633,6 +636,7 @@ def _import_onnx(source: Path, stem: Path, flags: _Flags) -> Path:
             f"The ONNX graph takes input {dims} but the input shape is {tuple(shape)}; give "
             "--input-shape matching the graph (N x C x H x W)."
         )
+    models._check_in_shape(shape)  # kdviz's size limits, before zeros of that shape are made
     k = _probe_onnx(source, dims, shape)
     meta_names = meta.get("class_names") if isinstance(meta.get("class_names"), list) else None
     meta_k = meta.get("num_classes", len(meta_names) if meta_names else k)
