@@ -92,7 +92,8 @@ def _read_idx_stream(f, file: Path) -> np.ndarray:
             "replace it with an intact copy."
         )
     array = np.frombuffer(raw, dtype=dtype).reshape(dims)
-    return array.astype(dtype.newbyteorder("="))  # native byte order, writable
+    # native byte order; no copy for bytes (the bytearray is already writable and ours)
+    return array.astype(dtype.newbyteorder("="), copy=False)
 
 
 def _read_exactly(f, nbytes: int, chunk: int = 16 * 1024**2) -> bytearray:
