@@ -282,7 +282,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics))
         return 0
-    print(f"{metrics['checkpoint']} on {args.dataset} [{args.split}], n = {metrics['n']}")
+    where = f"{args.dataset} [{args.split}]" if args.dataset else "the labels in the table"
+    print(f"{metrics['checkpoint']} on {where}, n = {metrics['n']}")
     ci = metrics.get("accuracy_ci")  # Wilson 95%
     ci_text = f"; 95% CI {ci[0]:.2%} to {ci[1]:.2%}" if ci else ""
     print(f"  accuracy  {metrics['accuracy']:.2%}  ({metrics['errors']} errors{ci_text})")
