@@ -537,8 +537,7 @@ def matrix_heatmap(
         click_hint: the last line of a clickable cell's hover text.
         light_cells: the click markers carry only the value as customdata (a clicked point's
             row and column are its y and x): a 50 x 50 tile encodes several times faster.
-        dense: up to ~60 classes a side: every class named, in small type, the columns' names
-            written upwards.
+        dense: up to ~60 classes a side: names in small type, the columns' written upwards.
     """
     rows, cols = [str(r) for r in matrix.index], [str(c) for c in matrix.columns]
     values = matrix.to_numpy(dtype=np.float64)
@@ -618,10 +617,9 @@ def matrix_heatmap(
         showlegend=False,
         margin={"l": 70, "r": 20, "t": 50, "b": 50},
     )  # fmt: skip
-    if dense:
-        small = {"tickfont": {"size": 9}, "dtick": 1}
-        layout["xaxis"].update(small, tickangle=-90)
-        layout["yaxis"].update(small)
+    if dense:  # Plotly leaves out names that would overlap (on a narrow screen)
+        layout["xaxis"].update(tickfont={"size": 9}, tickangle=-90)
+        layout["yaxis"].update(tickfont={"size": 9})
     cells: list = []
     if clickable:
         cells = [
@@ -653,7 +651,7 @@ def matrix_heatmap(
             {
                 "type": "heatmap", "x": ["own class"], "y": rows, "z": diag.reshape(-1, 1),
                 "text": [[fmt.format(v) if np.isfinite(v) else ""] for v in diag],
-                "texttemplate": "%{text}", "textfont": {"size": 11}, "colorscale": "Greys",
+                "texttemplate": "%{text}", "textfont": {"size": 8 if dense else 11}, "colorscale": "Greys",
                 "zmin": 0, "zmax": float(np.nanmax(diag)) * 1.6 if np.isfinite(diag).any() else 1,
                 "showscale": False, "xaxis": "x3", "yaxis": "y", "ygap": 1, "name": "diagonal",
                 "hovertemplate": f"{row_name} %{{y}}<br>on its own class: %{{z:.3g}}<extra></extra>",

@@ -274,5 +274,5 @@ def test_matrix_heatmap_light_dense_cells_for_tiles(matrix):
     assert values.shape == (16,) and values[1] == pytest.approx(matrix.iloc[0, 1])
     assert (cells.y[1], cells.x[1]) == ("0", "1")
     assert "click to zoom" in cells.hovertemplate
-    assert fig.layout.xaxis.tickangle == -90 and fig.layout.xaxis.dtick == 1
+    assert fig.layout.xaxis.tickangle == -90 and fig.layout.xaxis.tickfont.size == 9
     _json_ok(fig)

@@ -351,12 +351,22 @@ def _many(view: shell.View) -> None:
     tile = scale.tile(matrix, order, tile_rows, tile_cols, names, block)
     fig = plots.matrix_heatmap(
         _mask_self(tile),
-        title=f"Teacher: mean soft target at T = {view.t_label}, classes "
-        f"{block_names[tile_rows]} × {block_names[tile_cols]} of the clustered order (click a cell)",
+        title=f"Teacher, T = {view.t_label}: classes {block_names[tile_rows]} × "
+        f"{block_names[tile_cols]} (click a cell)",
         diagonal=analysis.diagonal(tile) if tile_rows == tile_cols else None,
         selected=(row, col), clickable=True, light_cells=True, dense=True, height=760,
     )  # fmt: skip
     shell.chart(fig, key=KEY_CELL, on_select=_on_tile_cell, selection_mode="points")
+    shell.explain(
+        f"One {len(tile)} × {len(tile.columns)} tile of the clustered {k:,} × {k:,} matrix: rows "
+        "are true classes, columns where their images' soft targets go"
+        + (
+            ", the right-hand column each class's mean p of itself."
+            if tile_rows == tile_cols
+            else "."
+        )
+        + " Hover for the names the axes leave out."
+    )
     _confusion_tile(view, order, (tile_rows, tile_cols), block, block_names, (row, col))
     pair_images(view, row, col)
     tabs = st.tabs(list(TABS), key=KEY_TAB, on_change="rerun", bind="query-params")
