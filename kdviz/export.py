@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -117,17 +118,16 @@ def export_onnx(
     _check_precision(precision)
     stem = resolve_checkpoint(ref)
     card = load_card(stem)
-    if card.kind not in ("model", "ensemble"):
+    if card.kind not in ("model", "ensemble", "onnx"):
         raise KdvizError(
-            f"The checkpoint {card.name!r} is of kind {card.kind!r}; export works on kdviz and "
-            "PyTorch checkpoints (its ONNX file, if it has one, is already there to use)."
+            f"The checkpoint {card.name!r} is a table of logits, not a model; there is nothing "
+            "to export or to time (pick a model checkpoint)."
         )
     target = Path(out).expanduser() if out else default_export_path(stem, precision)
     if target.suffix.lower() != ".onnx":
         raise KdvizError(f"The output {target} does not end in .onnx; name the file NAME.onnx.")
     if not target.parent.is_dir():
         raise KdvizError(f"The folder {target.parent} does not exist; create it or pick another.")
-    model, card = load_checkpoint(stem)
     meta = {
         "name": card.name,
         "num_classes": card.num_classes,
@@ -139,8 +139,6 @@ def export_onnx(
         "arch_kwargs": dict(card.arch_kwargs),
         "source_kind": card.kind,
         "dataset": card.dataset,
-        "source_weights_sha256": card_fingerprint(stem) or _model_hash(model),
-        "parameters": count_parameters(model),
         "precision": precision,
         "quantization": "",
         "opset": opset,
@@ -149,7 +147,7 @@ def export_onnx(
     }
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".kdviz-export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        _torch_export(model, tuple(card.in_shape), fp32, opset, card.arch)
+        meta.update(_fp32_graph(stem, card, fp32, opset))
         final = fp32
         if precision == "int8":
             final = Path(tmp) / "int8.onnx"
@@ -159,10 +157,26 @@ def export_onnx(
     return ExportResult(target, meta, target.stat().st_size)
 
 
-def _model_hash(model: nn.Module) -> str:
+def _fp32_graph(stem: Path, card: Any, fp32: Path, opset: int) -> dict[str, Any]:
+    """Write the fp32 graph of a checkpoint to ``fp32``: torch.onnx.export of a kdviz or
+    PyTorch model, or a copy of an imported ONNX file. Returns its source hash and size."""
+    if card.kind == "onnx":  # already a graph: copy it (int8 and the metadata still apply)
+        import onnx
+
+        source = stem.with_name(stem.name + ".onnx")
+        read_onnx_card(source)  # refuses a file damaged since it was imported
+        shutil.copyfile(source, fp32)
+        weights = onnx.load(str(fp32)).graph.initializer
+        parameters = sum(math.prod(t.dims) for t in weights)
+        return {"source_weights_sha256": card_fingerprint(stem), "parameters": int(parameters)}
     from kdviz.models import weights_hash
 
-    return weights_hash(model)
+    model, card = load_checkpoint(stem)
+    _torch_export(model, tuple(card.in_shape), fp32, opset, card.arch)
+    return {
+        "source_weights_sha256": card_fingerprint(stem) or weights_hash(model),
+        "parameters": count_parameters(model),
+    }
 
 
 def _torch_export(
@@ -191,6 +205,16 @@ def _torch_export(
             ) from err
 
 
+def _input_name(path: Path) -> str:
+    """The graph's image input (an imported graph may call it anything; initialisers that some
+    exporters also list as inputs are skipped)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    weights = {t.name for t in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in weights)
+
+
 def _has_convolution(path: Path) -> bool:
     import onnx
 
@@ -214,7 +238,7 @@ def _quantize_int8(
     quantize_static(
         str(prepared),
         str(out),
-        _CalibrationReader(images),
+        _CalibrationReader(images, _input_name(prepared)),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         weight_type=QuantType.QInt8,
@@ -248,8 +272,8 @@ def calibration_images(card: Any, spec: str, n: int = CALIBRATION_IMAGES) -> np.
 class _CalibrationReader:
     """onnxruntime's CalibrationDataReader protocol: get_next() -> {input: batch} or None."""
 
-    def __init__(self, images: np.ndarray, batch: int = 32) -> None:
-        self._batches = iter([{INPUT: images[i : i + batch]} for i in range(0, len(images), batch)])
+    def __init__(self, images: np.ndarray, name: str = INPUT, batch: int = 32) -> None:
+        self._batches = iter([{name: images[i : i + batch]} for i in range(0, len(images), batch)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
@@ -411,6 +435,12 @@ def onnx_latency(
     )
 
 
+def _fixed_batch(path: str | Path) -> int | None:
+    """The batch size a graph is fixed to, or None when its batch axis is dynamic."""
+    dim = onnx_session(path).get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
 def machine_description() -> str:
     """The CPU latencies were measured on, in words, e.g. "x86_64, AMD EPYC 7B13, 2 cores"."""
     model = ""
@@ -446,12 +476,13 @@ def measure_export(
         "size_bytes": int(result.size_bytes),
         "predictions": predictions,
     }
+    fixed = _fixed_batch(result.path)  # an imported graph may take one batch size only
     for batch in LATENCY_BATCHES:
         row[f"latency_b{batch}_ms"] = (
             # large batches take long: 3 runs give a median; small ones get at least 5
             1000.0
             * onnx_latency(result.path, batch, budget_s=budget_s, min_runs=5 if batch <= 16 else 3)
-            if batch in batches
+            if batch in batches and fixed in (None, batch)
             else math.nan
         )
     return row

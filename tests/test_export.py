@@ -182,6 +182,30 @@ def test_cached_export_is_reused_until_the_weights_change(ckpts):
     assert again.card["source_weights_sha256"] != first.card["source_weights_sha256"]
 
 
+def test_an_imported_onnx_checkpoint_quantizes_and_is_measured(ckpts, tmp_path):
+    from kdviz import importers
+
+    test = data.load_dataset("digits", "test")
+    plain = tmp_path / "plain.onnx"  # a graph from elsewhere: fixed batch of 1, no metadata
+    model, card = models.load_checkpoint(MLP)
+    export._torch_export(model, tuple(card.in_shape), plain, export.OPSET)
+    import onnx
+
+    graph = onnx.load(str(plain))
+    for value in (*graph.graph.input, *graph.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(graph, str(plain))
+    importers.import_source(plain, "imported", in_shape="1x8x8", mean=card.mean, std=card.std,
+                            dataset="digits")  # fmt: skip
+    int8 = export.cached_export("imported", "int8")
+    assert int8.card["source_kind"] == "onnx" and int8.card["quantization"].startswith("dynamic")
+    assert int8.card["parameters"] == export.count_parameters(model)
+    row = export.measure_export(int8, test, budget_s=0.01)
+    assert row["latency_b1_ms"] > 0 and math.isnan(row["latency_b256_ms"])  # batch fixed at 1
+    expected = _torch_logits(MLP, test).argmax(1).numpy()
+    assert np.mean(row["predictions"] == expected) >= 0.98
+
+
 # --------------------------------------------------------------------------- refusals
 
 

@@ -41,6 +41,13 @@ def render() -> None:
 
 
 def _body(view: shell.View) -> None:
+    if not view.has_images:
+        st.info(
+            "These logits came without images, so there is no model here to export or time; "
+            "pick a dataset in the sidebar to compare the files of a teacher and a student.",
+            icon=":material/info:",
+        )
+        return
     pairs = [(view.teacher, "teacher"), (view.student, "student")]
     rows = []
     with st.spinner("Exporting to ONNX and timing on the CPU (once per checkpoint)…"):
@@ -70,10 +77,11 @@ def _int8_sentence(fp32: dict, int8: dict, same: float) -> str:
     size = int8["size_bytes"] / fp32["size_bytes"]
     speed = fp32["latency_b1_ms"] / int8["latency_b1_ms"]
     points = 100 * (int8["accuracy"] - fp32["accuracy"])
+    runs = f" and runs {speed:.1f}x as fast at batch 1" if math.isfinite(speed) else ""
     return (
-        f"Quantized to int8, the student's file is {size:.0%} of its fp32 export and runs "
-        f"{speed:.1f}x as fast at batch 1; its accuracy moves by {points:+.1f} points, and it "
-        f"picks the same class as the fp32 student on {100 * same:.1f}% of the images."
+        f"Quantized to int8, the student's file is {size:.0%} of its fp32 export{runs}; its "
+        f"accuracy moves by {points:+.1f} points, and it picks the same class as the fp32 "
+        f"student on {100 * same:.1f}% of the images."
     )
 
 
@@ -120,7 +128,7 @@ def candidates(view: shell.View) -> list[tuple[str, str, float]]:
     fits = [
         (name, stem, card)
         for name, stem, card in cache.checkpoint_list()
-        if card.kind in ("model", "ensemble")
+        if card.kind in ("model", "ensemble", "onnx")
         and card.num_classes == ds.num_classes
         and list(card.in_shape) == list(ds.in_shape)
     ]
