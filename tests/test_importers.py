@@ -3,6 +3,7 @@ computation in numpy / PyTorch / onnxruntime on files the tests write themselves
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import pickle
@@ -342,6 +343,7 @@ def test_onnx_import_equals_onnxruntime_and_runs_fixed_batches(tmp_path):
     assert metrics["nll"] == pytest.approx(F.cross_entropy(expected, ds.labels).item(), rel=1e-6)
     model, _ = models.load_checkpoint("onnx-fixed")
     assert isinstance(model, importers.OnnxModule)
+    model = copy.deepcopy(model)  # st.cache_resource and friends may copy it: no live session
     normalised = torch.from_numpy(((ds.images.float() / 255.0 - ds.mean[0]) / ds.std[0]).numpy())
     with torch.no_grad():
         assert torch.allclose(model(normalised), net(normalised), atol=1e-5)
@@ -398,6 +400,10 @@ def test_onnx_teacher_distils_into_a_torch_student(tmp_path):
     )
     result = distill(cfg, save=False)
     assert result.status == "done" and 0.0 <= result.metrics["agreement"] <= 1.0
+    cached = sorted((paths.cache_dir() / "logits").glob("*.pt"))
+    assert len(cached) == 2  # the teacher's train and val logits, computed once
+    val = dataset_logits("onnx-teacher", "digits", "val")
+    assert any(torch.equal(val, torch.load(file)) for file in cached)
     jitter = distill(dataclasses.replace(cfg, augment="jitter"), save=False)
     assert jitter.status == "done"  # the teacher runs on every augmented batch
 
