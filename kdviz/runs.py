@@ -30,6 +30,7 @@ from typing import Any
 
 from kdviz.errors import KdvizError
 from kdviz.paths import kdviz_home, make_folder, runs_dir, storage_problem
+from kdviz.storefaults import explain_store_error
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "diverged", "interrupted")
 ACTIVE = ("queued", "running")  # a process is (or should be) behind these
@@ -240,43 +241,6 @@ def _finite_or_none(value: Any) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
-# ---------------------------------------------------------------------------- diagnosis
-
-
-def lock_holder(db: Path) -> str:
-    """Who holds the write lock of the SQLite database db: "process 123 (kdviz worker ...)".
-
-    Reads /proc/locks (Linux) for a POSIX write lock on the WAL index (db-shm, byte 120 is WAL's
-    writer lock) or on the database file itself; "another kdviz process" where that is unknown.
-    """
-    targets = set()
-    for file in (db.with_name(db.name + "-shm"), db):
-        with contextlib.suppress(OSError):
-            st = os.stat(file)
-            targets.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino, file == db))
-    pids = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/locks").read_text().splitlines():
-            fields = line.split()
-            if len(fields) < 8 or fields[1] != "POSIX" or fields[3] != "WRITE":
-                continue
-            major, minor, inode = fields[5].split(":")
-            for t_major, t_minor, t_inode, is_db in targets:
-                same = (int(major, 16), int(minor, 16), int(inode)) == (t_major, t_minor, t_inode)
-                if same and (is_db or fields[6] == "120"):
-                    pids.append(int(fields[4]))
-    for pid in pids:
-        if pid == os.getpid():
-            return "another connection of this process"
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ")
-            cmd = " ".join(raw.decode(errors="replace").split())  # one line, however it was typed
-        except OSError:
-            cmd = ""
-        return f"process {pid}" + (f" ({cmd[:80]})" if cmd else "")
-    return "another kdviz process"
-
-
 # ---------------------------------------------------------------------------- the store
 
 _initialised: set[str] = set()
@@ -352,43 +316,7 @@ class RunStore:
 
     def _explain(self, err: sqlite3.Error) -> KdvizError:
         """The one true sentence for a store that failed with err (see connect)."""
-        code = getattr(err, "sqlite_errorname", "") or ""
-        text = str(err)
-        where = f"The run store {self.path}"
-        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
-            return KdvizError(
-                f"{where} is busy: {lock_holder(self.path)} kept its write lock for all of the "
-                f"{BUSY_TIMEOUT_S:g} s kdviz waited; wait for it to finish (or stop it) and try again."
-            )
-        problem = storage_problem(self.path.parent)
-        if problem == "read-only" or code.startswith("SQLITE_READONLY"):
-            return KdvizError(
-                f"{where} is read-only (its folder cannot be written); kdviz can list its runs but "
-                "not record new ones, so set KDVIZ_HOME to a writable folder to train."
-            )
-        if problem == "full" or code == "SQLITE_FULL":
-            return KdvizError(
-                f"{where} cannot be used: no space is left on its disk; free some space and "
-                "try again."
-            )
-        if self.path.is_dir():
-            return KdvizError(
-                f"{where} is a folder, not a database file; move it aside and kdviz starts a new store."
-            )
-        if text.startswith(("no such table", "no such column", "table runs has no column")):
-            return KdvizError(
-                f"{where} is not a kdviz run store of this version ({text}); move it aside and "
-                "kdviz starts a new one."
-            )
-        corrupt = code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text
-        if corrupt and not self._integrity_ok_fresh():
-            return KdvizError(
-                f"{where} is damaged (its integrity check fails); move it aside and kdviz "
-                "starts a new one."
-            )
-        return KdvizError(
-            f"{where} could not be used ({text}); try again, and check the disk if it persists."
-        )
+        return explain_store_error(self.path, err, BUSY_TIMEOUT_S, self._integrity_ok_fresh)
 
     def _integrity_ok_fresh(self) -> bool:
         """PRAGMA integrity_check on a new connection; False when it fails or cannot run."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kdviz import cli, jobs, paths, runs
+from kdviz import cli, jobs, paths, runs, storefaults
 from kdviz.errors import KdvizError
 from kdviz.runs import RunStore
 
@@ -107,10 +107,10 @@ def test_lock_holder_in_this_process_and_unknown():
     conn = sqlite3.connect(store.path, isolation_level=None)
     conn.execute("BEGIN EXCLUSIVE")
     try:
-        assert runs.lock_holder(store.path) == "another connection of this process"
+        assert storefaults.lock_holder(store.path) == "another connection of this process"
     finally:
         conn.close()
-    assert runs.lock_holder(store.path) == "another kdviz process"
+    assert storefaults.lock_holder(store.path) == "another kdviz process"
 
 
 # --------------------------------------------------------------------------------------------
