@@ -229,21 +229,32 @@ def _quantize_int8(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = tmp / "prepared.onnx"
-    quant_pre_process(str(fp32), str(prepared))  # shape inference + fusions (Conv+BN), as ORT asks
-    if not _has_convolution(prepared):
-        quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
-        return {"quantization": "dynamic (int8 weights, activations quantized at run time)"}
-    spec = calibration or card.dataset
-    images = calibration_images(card, spec)
-    quantize_static(
-        str(prepared),
-        str(out),
-        _CalibrationReader(images, _input_name(prepared)),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-    )
+    try:
+        quant_pre_process(str(fp32), str(prepared))  # shape inference + Conv+BN fusion, as ORT asks
+        if not _has_convolution(prepared):
+            quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
+            return {"quantization": "dynamic (int8 weights, activations quantized at run time)"}
+        spec = calibration or card.dataset
+        images = calibration_images(card, spec)
+        quantize_static(
+            str(prepared),
+            str(out),
+            _CalibrationReader(images, _input_name(prepared)),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+        )
+    except KdvizError:
+        raise
+    except (
+        Exception
+    ) as err:  # onnxruntime.quantization raises plain errors for graphs it cannot handle
+        raise KdvizError(
+            f"onnxruntime could not quantize {card.name!r} to int8 "
+            f"({str(err).splitlines()[0][:160] if str(err) else type(err).__name__}); "
+            "export it in fp32 instead."
+        ) from err
     return {
         "quantization": "static (int8 weights per channel, uint8 activations, QDQ)",
         "calibration": {"dataset": spec, "split": "train", "images": int(images.shape[0]),
