@@ -43,17 +43,19 @@ class MiscalibratedSettings(Settings):
     teacher_epochs: int | None = None  # the plain teacher's epochs: tiny 2, full 30
     scales: tuple[float, ...] | None = None  # logit factors: < 1 under-, > 1 over-confident
     smoothing: float = 0.1  # label smoothing of the smoothed teacher (0 = no such teacher)
-    overtrain_epochs: int | None = None  # the teacher trained too long: tiny 4, full 150 (0 = none)
+    overtrain_to: int | None = (
+        None  # epochs of the teacher trained too long: tiny 4, full 150; 0 = none
+    )
     student: str = "mlp-300-300"
     temperature: float = 4.0  # the fixed T (always in the grid)
     temperatures: tuple[float, ...] | None = None  # the grid the best T is chosen from, on val
     alpha: float = 0.9
 
     _PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"teacher_epochs": 2, "scales": (0.25, 1.0, 4.0), "overtrain_epochs": 4,
+        "tiny": {"teacher_epochs": 2, "scales": (0.25, 1.0, 4.0), "overtrain_to": 4,
                  "temperatures": (1.0, 4.0)},
         "full": {"teacher_epochs": 30, "scales": (0.25, 0.5, 1.0, 2.0, 4.0),
-                 "overtrain_epochs": 150, "temperatures": (1.0, 2.0, 4.0, 8.0)},
+                 "overtrain_to": 150, "temperatures": (1.0, 2.0, 4.0, 8.0)},
     }  # fmt: skip
 
 
@@ -96,7 +98,7 @@ def confidence_gap(logits: Tensor, labels: Tensor) -> float:
 )
 def miscalibrated_teacher(s: MiscalibratedSettings, runner: Runner) -> ExperimentResult:
     grid = tuple(sorted({float(t) for t in s.temperatures} | {float(s.temperature)}))
-    extra = int(s.smoothing > 0) + int(s.overtrain_epochs > 0)
+    extra = int(s.smoothing > 0) + int(s.overtrain_to > 0)
     n_variants = len(s.scales) + extra
     runner.plan(1 + extra + n_variants * (len(grid) + 1) + 1)
     variants = _teachers(s, runner)
@@ -168,10 +170,10 @@ def _teachers(s: MiscalibratedSettings, runner: Runner) -> list[Variant]:
         cfg = dataclasses.replace(base, epochs=s.teacher_epochs, label_smoothing=float(s.smoothing))
         run = runner.train(cfg, f"teacher {s.teacher_arch} smoothing {s.smoothing:g}", role="teacher")  # fmt: skip
         out.append(Variant(f"label smoothing {s.smoothing:g}", "training", run.checkpoint, 1.0))
-    if s.overtrain_epochs > 0:
-        cfg = dataclasses.replace(base, epochs=s.overtrain_epochs)
-        run = runner.train(cfg, f"teacher {s.teacher_arch} {s.overtrain_epochs} epochs", role="teacher")  # fmt: skip
-        out.append(Variant(f"{s.overtrain_epochs} epochs", "training", run.checkpoint, 1.0))
+    if s.overtrain_to > 0:
+        cfg = dataclasses.replace(base, epochs=s.overtrain_to)
+        run = runner.train(cfg, f"teacher {s.teacher_arch} {s.overtrain_to} epochs", role="teacher")  # fmt: skip
+        out.append(Variant(f"{s.overtrain_to} epochs", "training", run.checkpoint, 1.0))
     return out
 
 
@@ -229,7 +231,7 @@ def compare(s: MiscalibratedSettings, table: pd.DataFrame) -> pd.DataFrame:
         ))  # fmt: skip
     claims = (
         (f"label smoothing {s.smoothing:g}", "a label-smoothed teacher teaches worse (qualitative)", MULLER),  # noqa: E501
-        (f"{s.overtrain_epochs} epochs", "a teacher trained to the end can teach worse than one stopped early (qualitative)", CHO),  # noqa: E501
+        (f"{s.overtrain_to} epochs", "a teacher trained to the end can teach worse than one stopped early (qualitative)", CHO),  # noqa: E501
     )  # fmt: skip
     for name, claim, source in claims:
         if name in best.index and plain in best.index:
