@@ -140,7 +140,7 @@ def test_zip_with_train_and_test_folders_keeps_them(kdviz_home):
     upload = own_data.ingest_zip(_zip(members))
     assert sorted(p.name for p in upload.path.iterdir()) == ["test", "train"]
     assert len(data.load_dataset(upload.spec, "test")) == 4
-    assert "from its own test/ folder" in own_data.split_note(upload.spec, "test")
+    assert "is its own test/ folder" in own_data.split_note(upload.spec, "test")
 
 
 def test_loose_images_take_their_class_from_the_name(kdviz_home):
@@ -266,9 +266,15 @@ def test_switching_the_dataset_picks_checkpoints_that_fit(home):
     }
 
 
-def test_a_link_with_an_upload_reopens_it(home):
+def test_a_link_with_an_upload_and_an_imported_model_reopens_them(home, tmp_path):
+    from kdviz import importers
+
     upload = own_data.ingest_zip(digits_zip(classes=10, per_class=6))
-    _save_untrained("own-student", 10, (1, 8, 8), dataset=upload.spec)
+    torch.manual_seed(1)
+    torch.save(models.create_model("mlp-8", 10, (1, 8, 8)).state_dict(), tmp_path / "s.pt")
+    importers.import_source(
+        tmp_path / "s.pt", "own-student", arch="mlp-8", in_shape="1x8x8", mean=[0.5], std=[0.25]
+    )
     st.cache_resource.clear()
     at = _app(dataset=upload.spec, teacher=TEACHER, student="own-student", T="4").run()
     _ok(at)

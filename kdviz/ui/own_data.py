@@ -346,24 +346,31 @@ def upload_of(spec: str) -> Path | None:
 
 
 def split_note(spec: str, split: str) -> str:
-    """Which split of a folder dataset the user is seeing, and whether kdviz carved it."""
+    """What a folder dataset is (an upload: its file name and classes), which split the user
+    is seeing and whether kdviz carved it."""
     if not spec.startswith("folder:"):
         return ""
     root = Path(spec.partition(":")[2]).expanduser()
     upload = upload_of(spec)
-    what = f"your upload {read_meta(upload).get('file', '')}".strip() if upload else spec
+    meta = read_meta(upload) if upload else {}
+    what = "The folder"
+    if meta:
+        what = f"Your upload {meta.get('file', '')} ({meta.get('classes', '?')} classes)."
     if (root / "train").is_dir() and (root / "test").is_dir():
         if split == "val":
-            return f"Showing the val split of {what}: 10% of each class of its train/, carved with seed {data.SEED}."
-        return f"Showing the {split} split of {what}, from its own {split}/ folder."
+            return (
+                f"{what} The val split shown is {data.VAL_FRACTION:.0%} of each class of its "
+                f"train/ folder, carved with seed {data.SEED}."
+            )
+        return f"{what} The {split} split shown is its own {split}/ folder."
     share = {
         "test": f"{data.TEST_FRACTION:.0%} of each class",
-        "val": f"{data.VAL_FRACTION:.0%} of the rest of each class",
-        "train": "what the test and val carve-outs leave",
+        "val": f"{data.VAL_FRACTION:.0%} of what the test split leaves of each class",
+        "train": "what the test and val splits leave",
     }[split]
     return (
-        f"Showing the {split} split of {what}: {share}, carved with seed {data.SEED} "
-        "because it has no train/ and test/ folders."
+        f"{what} The {split} split shown is {share}, carved with seed {data.SEED}: "
+        "there are no train/ and test/ folders."
     )
 
 
@@ -552,7 +559,7 @@ def render(dataset) -> None:
     import streamlit as st
 
     st.radio(
-        "An uploaded model or logits table becomes the",
+        "Use an uploaded model or logits as",
         list(ROLES),
         key=KEY_ROLE,
         horizontal=True,
@@ -576,6 +583,12 @@ def render(dataset) -> None:
             _say("error", str(err))
     if pending_model() is not None:
         _model_form(pending_model(), dataset)
+
+
+def show_message() -> None:
+    """What the last upload did, once (outside the expander, which a rerun may close)."""
+    import streamlit as st
+
     kind, text = st.session_state.pop(_MESSAGE, ("", ""))
     if kind:
         getattr(st, kind)(text, icon=":material/" + _ICONS[kind] + ":")
@@ -615,8 +628,9 @@ def _model_form(upload: Upload, dataset) -> None:
             help="Comma-separated class names, in the model's output order; empty: the "
             "current dataset's.",
         )
-        ok = st.form_submit_button("Import", type="primary")
-        cancel = st.form_submit_button("Cancel")
+        left, right = st.columns(2)
+        ok = left.form_submit_button("Import", type="primary", width="stretch")
+        cancel = right.form_submit_button("Cancel", width="stretch")
     if cancel:
         st.session_state.pop(_PENDING_MODEL, None)
         st.rerun()

@@ -119,12 +119,22 @@ def default_checkpoints(
     return teacher, student
 
 
+def data_name(spec: str) -> str:
+    """A dataset spec as a reader names it: an upload by its file name."""
+    upload = own_data.upload_of(spec) if spec else None
+    meta = own_data.read_meta(upload) if upload else {}
+    return f"your upload {meta['file']}" if meta.get("file") else spec
+
+
 def _describe(card: ModelCard) -> str:
     acc = card.metrics.get("test_accuracy", card.metrics.get("accuracy"))
     what = {"onnx": "ONNX model", "logits": "logits table"}.get(card.kind, card.arch or card.kind)
-    parts = [what, f"on {card.dataset}" if card.dataset else "data unknown"]
-    if card.kind in ("model", "ensemble"):
-        parts[1] = f"trained on {card.dataset or '?'}"
+    parts = [what]
+    source = card.extra.get("imported_from")
+    if source:
+        parts.append(f"imported from {source}")
+    elif card.dataset:
+        parts.append(f"trained on {data_name(card.dataset)}")
     if isinstance(acc, (int, float)):
         parts.append(f"test accuracy {100 * acc:.1f}%")
     return " · ".join(parts)
@@ -226,7 +236,9 @@ _STYLE = """<style>
 def _data_pickers(checkpoints) -> tuple[str, str]:
     """The Dataset and Split selectboxes and a caption about them; (spec, split)."""
     specs = dataset_options(checkpoints)
-    left, right = st.columns([3, 2])
+    current = str(st.session_state.get(KEY_DATASET) or st.query_params.get(KEY_DATASET) or "")
+    # a path spec is long: give it the sidebar's whole width, the split goes below
+    left, right = st.columns([3, 2]) if ":" not in current else (st.container(), st.container())
     spec = left.selectbox(
         "Dataset",
         specs,
@@ -246,16 +258,12 @@ def _data_pickers(checkpoints) -> tuple[str, str]:
         disabled=table,
         help="A table of logits has one set of rows." if table else None,
     )
-    upload = own_data.upload_of(spec)
     if table:
         st.caption(
             f"The rows of the logits table {spec[len(cache.TABLE_PREFIX) :]!r}, with its labels "
             "and class names; no images."
         )
     elif spec.startswith("folder:"):
-        meta = own_data.read_meta(upload) if upload else {}
-        if meta:
-            st.caption(f"Your upload {meta.get('file', '')}, {meta.get('classes', '?')} classes.")
         st.caption(own_data.split_note(spec, split))
     return spec, (cache.TABLE_SPLIT if table else split)
 
@@ -294,6 +302,7 @@ def sidebar() -> None:
         with st.expander("Your own data", expanded=own_data.pending_model() is not None):
             own_data.render(src.dataset if src else None)
             _custom_spec_input()
+        own_data.show_message()
         if not checkpoints:
             st.info("No checkpoints yet: see the page for how to make one.")
             return
@@ -364,8 +373,8 @@ def _load_model(name: str, checkpoints, src: cache.DataSource) -> Model:
     if why:
         where = "this table of logits" if src.dataset is None else f"{src.spec} ({src.split})"
         raise KdvizError(
-            f"{name!r} does not fit {where}: {why}; pick a checkpoint listed without "
-            "“incompatible”."
+            f"{name!r} does not fit {where}: {why}; pick one that fits in the sidebar, or "
+            "add one under “Your own data”."
         )
     mtime = cache.stem_mtime(stem)
     return Model(name, stem, mtime, card, cache.logits(stem, mtime, src.spec, src.split))
