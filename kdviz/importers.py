@@ -168,8 +168,12 @@ def import_source(
     std: Any = None,
     classes: Any = None,
     dataset: str | None = None,
+    replace: bool = False,
 ) -> Path:
     """Register a file under checkpoints_dir() as NAME (card + weights / .onnx / .npz); returns the stem.
+
+    An existing checkpoint NAME in checkpoints_dir() is replaced only with ``replace=True``
+    (nothing a user imported is lost by a typo in a name).
 
     .pt / .pth / .safetensors with ``arch`` are state dicts; .onnx is an ONNX model; .npz /
     .npy / .csv / .parquet (and a .pt holding logits) are logits tables. Bad input raises
@@ -182,6 +186,11 @@ def import_source(
     if models._stem_exists(Path(paths.PRETRAINED_DIR) / name):
         raise KdvizError(
             f"The name {name!r} is taken by a shipped checkpoint; choose another name."
+        )
+    if not replace and models._with(paths.checkpoints_dir() / name, ".json").is_file():
+        raise KdvizError(
+            f"A checkpoint named {name!r} exists already in {paths.checkpoints_dir()}; choose "
+            "another name, or pass --replace to overwrite it."
         )
     flags = _Flags(
         arch=arch.strip().lower() if arch else None,

@@ -419,3 +419,16 @@ def test_kdviz_export_round_trip_needs_no_flags(tmp_path):
     back, direct = evaluate("student-back", "digits"), evaluate("digits-student", "digits")
     assert back["accuracy"] == direct["accuracy"]
     assert back["nll"] == pytest.approx(direct["nll"], rel=1e-5)
+
+
+def test_import_never_replaces_a_checkpoint_without_replace(tmp_path):
+    table = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]] * 5
+    np.savez(tmp_path / "a.npz", logits=table, labels=np.array([0, 1, 2, 0]))
+    np.savez(tmp_path / "b.npz", logits=-table, labels=np.array([0, 1, 2, 0]))
+    importers.import_source(tmp_path / "a.npz", "mine")
+    with pytest.raises(KdvizError) as err:
+        importers.import_source(tmp_path / "b.npz", "mine")
+    assert "--replace" in _one_sentence(err)
+    assert importers.load_logits_table("mine").logits[0, 0] > 0  # the first import is intact
+    importers.import_source(tmp_path / "b.npz", "mine", replace=True)
+    assert importers.load_logits_table("mine").logits[0, 0] < 0
