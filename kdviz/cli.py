@@ -314,6 +314,9 @@ def _add_import_parser(sub: Any) -> None:
     p_imp.add_argument("--std", type=float, nargs="+", default=None, help="per channel, 0..1")
     p_imp.add_argument("--classes", default=None, help="a file of one name per line, or a,b,c")
     p_imp.add_argument("--dataset", default=None, help="the dataset spec it belongs to")
+    p_imp.add_argument(
+        "--replace", action="store_true", help="overwrite an imported checkpoint of that name"
+    )
     p_imp.add_argument("--json", action="store_true", help="print the card as one JSON object")
 
 
@@ -330,6 +333,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         std=args.std,
         classes=args.classes,
         dataset=args.dataset,
+        replace=args.replace,
     )
     card = load_card(stem)
     if args.json:
