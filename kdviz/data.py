@@ -384,7 +384,9 @@ def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, 
         var = max(hist @ values**2 / count - mean**2, 0.0)
         std = float(np.sqrt(var)) / 255.0
         means.append(round(float(mean) / 255.0, 4))
-        stds.append(round(std, 4) if std > 0 else 1.0)  # constant images: avoid dividing by zero
+        # constant (or nearly constant) images: a std that rounds below 1e-4 would divide by ~0
+        # and fail the card's minimum std, so such a channel is left unscaled
+        stds.append(round(std, 4) if std >= 1e-4 else 1.0)
     return tuple(means), tuple(stds)
 
 
