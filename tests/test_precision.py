@@ -200,3 +200,21 @@ def test_gpu_speed_benchmark_runs_on_cpu_and_counts_the_mlp_flops():
     assert all(c["step_gflop"] == round(flops / 1e9, 6) for c in cases)
     assert all(c["images_per_s"] > 0 and c["peak_fraction"] > 0 for c in cases)
     assert result["speedups"][0]["batch"] == 4
+
+
+def test_an_empty_shard_steps_with_zero_gradients():
+    # a last global batch smaller than the world size leaves some ranks an empty slice; they
+    # must still back-propagate (DDP all-reduces every rank's gradients), and add nothing
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    step = amp_train_step(
+        model,
+        create_loss("kd", temperature=4.0, alpha=0.9),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        Precision("fp32", "cpu"),
+        loss_weight=lambda: 0.0,
+    )
+    before = model[1].weight.detach().clone()
+    parts = step(torch.zeros(0, 1, 2, 2), torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    assert parts["loss"].item() == 0.0
+    assert model[1].weight.grad is not None and not model[1].weight.grad.any()
+    assert torch.equal(before, model[1].weight)
