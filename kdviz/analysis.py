@@ -34,6 +34,7 @@ GALLERY_MODES: dict[str, str] = {  # key -> label shown in the UI
 }
 
 TEACHER, STUDENT = "teacher", "student"
+_BIG_TABLE = 4_000_000  # logits; above this T* is fitted chunk by chunk (no float64 copy)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -541,7 +542,11 @@ def metrics_frame(
     calib = dict(calibration or {})
     for model, z in ((TEACHER, teacher_logits), (STUDENT, student_logits)):
         if model not in calib:
-            calib[model] = soft.calibration_temperature(z, labels)
+            calib[model] = (
+                soft.calibration_temperature_chunked(z, labels)
+                if z.numel() > _BIG_TABLE
+                else soft.calibration_temperature(z, labels)
+            )
     nan = math.nan
     rows["Accuracy"] = (
         soft.accuracy(teacher_logits, labels),

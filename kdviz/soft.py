@@ -448,3 +448,67 @@ def dkd_parts(
         "weight": log_b_teacher[:, 1].exp(),  # (N,) 1 - p_t^teacher
         "kd": _kl_rows(log_p, log_q),  # (N,)
     }
+
+
+# --------------------------------------------------------------------------- large tables
+
+
+def calibration_temperature_chunked(
+    logits: Tensor, labels: Tensor, chunk: int = 4096, rtol: float = 1e-6
+) -> float:
+    """calibration_temperature for tables too big to copy to float64 (e.g. 50,000 x 1,000).
+
+    The same bracketed Newton search on beta = 1/T (Guo, Pleiss, Sun & Weinberger 2017,
+    arXiv:1706.04599, section 4.2), but NLL'(beta) and NLL''(beta) are summed over ``chunk``
+    rows at a time: each chunk is softened in float32 (its rows shifted by their max first) and
+    its sums are added in float64. Stops when a Newton step moves beta by less than ``rtol``
+    relative, so T* agrees with calibration_temperature to about rtol.
+
+    Args:
+        logits: (N, K) scores; labels: (N,) true classes, rows labelled -1 are left out.
+
+    Returns:
+        T* as a float, in [MIN_CALIBRATION_TEMPERATURE, MAX_CALIBRATION_TEMPERATURE].
+    """
+    logits, labels = _labelled(logits, labels)
+    if labels.numel() == 0:
+        raise KdvizError("Temperature scaling needs labelled samples; pass a labelled split.")
+    n = labels.numel()
+
+    def derivatives(beta: float) -> tuple[float, float]:  # NLL'(beta), NLL''(beta)
+        slope = curvature = 0.0
+        for start in range(0, n, chunk):
+            z = logits[start : start + chunk].detach().float()  # (c, K)
+            z = z - z.amax(-1, keepdim=True)  # shifting z leaves E[z] - z_y and Var[z] alone
+            y = labels[start : start + chunk]
+            p = torch.softmax(z * beta, dim=-1)
+            mean_z = (p * z).sum(-1)  # (c,)
+            var_z = (p * (z - mean_z.unsqueeze(-1)).square()).sum(-1)  # (c,)
+            z_true = z.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+            slope += float((mean_z - z_true).double().sum())
+            curvature += float(var_z.double().sum())
+        return slope / n, curvature / n
+
+    lo = 1.0 / MAX_CALIBRATION_TEMPERATURE
+    hi = 1.0 / MIN_CALIBRATION_TEMPERATURE
+    slope_lo, slope_hi = derivatives(lo)[0], derivatives(hi)[0]
+    if slope_lo >= 0 and slope_hi <= 0:
+        return 1.0
+    if slope_lo >= 0:
+        return MAX_CALIBRATION_TEMPERATURE
+    if slope_hi <= 0:
+        return MIN_CALIBRATION_TEMPERATURE
+    beta = 1.0
+    for _ in range(100):
+        slope, curvature = derivatives(beta)
+        if slope == 0:
+            break
+        lo, hi = (beta, hi) if slope < 0 else (lo, beta)
+        step = beta - slope / curvature if curvature > 0 else math.nan
+        if abs(step - beta) <= rtol * beta:
+            beta = step
+            break
+        beta = step if lo < step < hi else math.sqrt(lo * hi)
+        if hi - lo <= rtol * hi:
+            break
+    return 1.0 / beta

@@ -155,3 +155,16 @@ def test_mean_kl_chunked(table):
     big_s = student.repeat(8, 1)
     expected = float(soft.kl_divergence(big_t.double(), big_s.double(), 4.0).mean())
     assert scale.mean_kl(big_t, big_s, 4.0) == pytest.approx(expected, rel=1e-5)
+
+
+def test_calibration_temperature_chunked_matches_the_float64_search():
+    gen = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 50, (3000,), generator=gen)
+    logits = 3.0 * torch.randn(3000, 50, generator=gen) + 6.0 * torch.eye(50)[labels]
+    for factor in (0.3, 1.0, 4.0):  # under- and over-confident
+        z = logits * factor
+        expected = soft.calibration_temperature(z, labels)
+        got = soft.calibration_temperature_chunked(z, labels, chunk=700)
+        assert got == pytest.approx(expected, rel=1e-5)
+    perfect = 50.0 * torch.eye(50)[labels]  # right on every sample: the lower end
+    assert soft.calibration_temperature_chunked(perfect, labels) == soft.MIN_CALIBRATION_TEMPERATURE
