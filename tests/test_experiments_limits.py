@@ -16,6 +16,7 @@ from kdviz import experiments as ex
 from kdviz import soft
 from kdviz.experiments import cross_architecture as ca
 from kdviz.experiments import miscalibrated_teacher as mt
+from kdviz.paths import REPO_ROOT
 from kdviz.runs import RunStore
 
 TINY = {"dataset": "digits", "size": "tiny", "device": "cpu"}
@@ -253,3 +254,37 @@ def test_trimmed_miscalibrated_teacher_runs_end_to_end():
     assert all(store.get(i).status == "done" for i in result.run_ids)
     fig = ex.result_figure(result)
     assert any(tr.error_y is not None and tr.error_y.array is not None for tr in fig.data)
+
+
+def test_the_lab_page_shows_the_result_and_offers_both_forms(monkeypatch):
+    """The registry is all the page needs: the stored result, its chart, and each new form."""
+    from streamlit.testing.v1 import AppTest
+
+    s = ex.make_settings("miscalibrated-teacher", **TINY, scales="4", smoothing="0", overtrain_to="0", temperatures="4")  # fmt: skip
+    result = ex.run_experiment("miscalibrated-teacher", s, store=RunStore())
+    at = AppTest.from_file(str(REPO_ROOT / "kdviz/ui/experiments_page.py"), default_timeout=60)
+    at.query_params["experiment"] = result.experiment_run
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="exp_name").value == "miscalibrated-teacher"
+    assert any("smoke test" in str(w.value) for w in at.warning)
+    assert "verdict" in at.dataframe[0].value.columns
+    assert "teacher_ece" in at.dataframe[1].value.columns
+
+    started = {}
+
+    def fake_start(name, settings, store=None):
+        started["args"] = (name, settings)
+        return RunStore().create_run({"kind": "experiment", "experiment": name}, status="running")
+
+    monkeypatch.setattr(ex, "start_experiment", fake_start)
+    at.selectbox(key="exp_name").set_value("cross-architecture").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.radio(key="exp_cross-architecture_size").set_value("tiny").run()
+    assert at.text_input(key="exp_cross-architecture_tiny_students").value == "mlp-70-70, lenet"
+    at.text_input(key="exp_cross-architecture_tiny_students").set_value("mlp-16, lenet")
+    at.button(key="exp_cross-architecture_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    name, settings = started["args"]
+    assert name == "cross-architecture" and settings.students == ("mlp-16", "lenet")
+    assert isinstance(settings, ca.CrossArchSettings) and settings.size == "tiny"

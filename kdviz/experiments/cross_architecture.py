@@ -81,7 +81,7 @@ def card_family(ref: str) -> tuple[str, str]:
     """(family, architecture text) of a checkpoint: an ensemble has its members' family."""
     card = load_card(ref)
     if card.kind == "onnx":
-        return "imported", "ONNX"
+        return "imported", f"ONNX ({card.arch})" if card.arch else "ONNX"
     if card.kind == "logits":
         raise KdvizError(
             f"{ref!r} is a logits table, which has no architecture and no logits on other "
@@ -249,7 +249,7 @@ def compare(s: CrossArchSettings, table: pd.DataFrame) -> pd.DataFrame:
             rows.append((
                 f"{arch}: best same-family vs best cross-family teacher (gain over hard labels)",
                 f"{a['teacher']}: {iv.gain_text(a)}; {b['teacher']}: {iv.gain_text(b)}; structure r {_r(a)} vs {_r(b)}",  # noqa: E501
-                "a teacher far from its student teaches it less (qualitative; shown for size gaps)",
+                "student performance degrades when the gap between student and teacher is large (qualitative; shown for size gaps, here the gap is one of family)",
                 iv.order_verdict(iv.interval(a, "gain"), iv.interval(b, "gain")),
                 MIRZADEH,
             ))  # fmt: skip
@@ -260,7 +260,7 @@ def compare(s: CrossArchSettings, table: pd.DataFrame) -> pd.DataFrame:
             rows.append((
                 f"{arch}: student of the most accurate teacher ({top['teacher']}) vs the best other",
                 f"{iv.row_text(top)} vs {best['teacher']}: {iv.row_text(best)}",
-                "more accurate teachers often don't make better teachers (qualitative)",
+                "more accurate teachers often don't make good teachers (qualitative)",
                 iv.order_verdict(iv.interval(best), iv.interval(top)),
                 CHO,
             ))  # fmt: skip
