@@ -383,8 +383,8 @@ def _slug(file_name: str) -> str:
 
 
 def _taken(name: str) -> bool:
-    folder = paths.checkpoints_dir()
-    return any((folder / f"{name}{suffix}").exists() for suffix in (".json", ".safetensors"))
+    folders = (paths.checkpoints_dir(), Path(paths.PRETRAINED_DIR))
+    return any((f / f"{name}{s}").exists() for f in folders for s in (".json", ".safetensors"))
 
 
 def free_name(file_name: str) -> str:
