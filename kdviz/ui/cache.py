@@ -463,3 +463,36 @@ def per_class_of(
     return analysis.per_class_frame(
         _teacher_logits, _student_logits, _labels, temperature, class_names
     )
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def gallery_of(
+    teacher: tuple[str, float],
+    student: tuple[str, float],
+    spec: str,
+    split: str,
+    temperature: float,
+    mode: str,
+    n: int,
+    class_index: int,
+    seed: int,
+    _teacher_logits: torch.Tensor,
+    _student_logits: torch.Tensor,
+    _labels: torch.Tensor,
+    _teacher_top_p: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """(analysis.gallery_indices, how many images teacher and student disagree on), once per
+    T and mode: "disagree" and "wrong" look at every image, too slow for each rerun at 50,000."""
+    indices = analysis.gallery_indices(
+        mode,
+        _labels,
+        _teacher_logits,
+        _student_logits,
+        temperature,
+        n=n,
+        class_index=class_index,
+        seed=seed,
+        teacher_top_p=_teacher_top_p,
+    )
+    differ = int((_teacher_logits.argmax(-1) != _student_logits.argmax(-1)).sum())
+    return indices, differ

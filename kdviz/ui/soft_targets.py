@@ -172,19 +172,12 @@ def _gallery(view: shell.View, index: int) -> None:
             name = a.selectbox("Class", view.class_names, key=KEY_CLASS, bind="query-params")
             class_index = view.class_names.index(name)
         b.button("Shuffle", key="gallery_shuffle", on_click=_shuffle, icon=":material/shuffle:")
-    indices = analysis.gallery_indices(
-        mode,
-        view.labels,
-        view.teacher.logits,
-        view.student.logits,
-        view.temperature,
-        n=GALLERY_SIZE,
-        class_index=class_index,
-        seed=st.session_state.get(KEY_SEED, 0),
-        teacher_top_p=_grid(view, view.teacher).top_probability(view.temperature)
-        if mode == "dark"
-        else None,
-    )
+    indices, _ = cache.gallery_of(
+        view.teacher.ref, view.student.ref, view.spec, view.split, view.temperature, mode,
+        GALLERY_SIZE, class_index, st.session_state.get(KEY_SEED, 0),
+        view.teacher.logits, view.student.logits, view.labels,
+        _grid(view, view.teacher).top_probability(view.temperature) if mode == "dark" else None,
+    )  # fmt: skip
     frame = analysis.gallery_frame(
         indices,
         view.labels,

@@ -234,9 +234,10 @@ def _disagreements(view: shell.View) -> None:
     if not (getattr(view, "has_images", True) and view.dataset is not None):
         st.caption("These logits came without images, so the disagreement gallery is hidden.")
         return
-    indices = analysis.disagreement_indices(
-        view.teacher.logits, view.student.logits, view.temperature, n=DISAGREEMENTS
-    )
+    indices, total = cache.gallery_of(
+        view.teacher.ref, view.student.ref, view.spec, view.split, view.temperature, "disagree",
+        DISAGREEMENTS, 0, 0, view.teacher.logits, view.student.logits, view.labels,
+    )  # fmt: skip
     if len(indices) == 0:
         st.info("Teacher and student agree on every image of this split.")
         return
@@ -248,7 +249,6 @@ def _disagreements(view: shell.View) -> None:
         view.temperature,
         view.class_names,
     )
-    total = int((view.teacher.logits.argmax(-1) != view.student.logits.argmax(-1)).sum())
     shell.explain(
         f"Teacher and student pick different classes on {total:,} images; here are the "
         f"{len(frame)} where their soft targets at T = {view.t_label} differ most (largest KL). "
