@@ -42,6 +42,7 @@ from kdviz.paths import cache_dir, check_name, checkpoints_dir
 
 StepCallback = Callable[[dict[str, Any]], None]
 StopHook = Callable[[], bool]
+StageCallback = Callable[[str, int, int], None]  # (stage, done, total): "teacher logits", 3, 12
 
 AUGMENTATIONS = ("none", "jitter", "affine")
 OPTIMIZERS = ("adamw", "sgd")
@@ -170,8 +171,11 @@ def compute_logits(
     images: torch.Tensor,
     batch_size: int = 1024,
     device: torch.device | str | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Logits of ``model`` on normalised float ``images`` (N, C, H, W), batched; returns (N, K) on CPU."""
+    """Logits of ``model`` on normalised float ``images`` (N, C, H, W), batched; returns (N, K) on CPU.
+
+    ``on_batch(done, total)`` is called after each batch (a run's "teacher logits n/N" stage)."""
     if device is None:  # an OnnxModule has no parameters: it takes and gives CPU tensors
         device = next(model.parameters(), torch.empty(0)).device
     device = torch.device(device)
@@ -180,6 +184,8 @@ def compute_logits(
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device, non_blocking=True)
         outs.append(model(batch).float().cpu())
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(images)), len(images))
     if not outs:
         return torch.empty(0, 0)
     return torch.cat(outs)
@@ -240,6 +246,7 @@ def model_logits(
     device: torch.device | str | None = None,
     use_cache: bool = True,
     fingerprint: str = "",
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Logits (N, K) of a loaded checkpoint on a dataset, cached on disk by weights hash, spec and split.
 
@@ -256,7 +263,7 @@ def model_logits(
     if cached is not None:
         return cached
     images = normalize(dataset.images, card.mean, card.std)
-    logits = compute_logits(model, images, device=device)
+    logits = compute_logits(model, images, device=device, on_batch=on_batch)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -454,7 +461,8 @@ def validate_config(cfg: TrainConfig) -> None:
     ):
         if value not in choices:
             raise KdvizError(f"Unknown {what} {value!r}; choose one of {', '.join(choices)}.")
-    pick_device(cfg.device)
+    # the device and the precision it can run, before a run is recorded or queued
+    precision.resolve_precision(cfg.precision, pick_device(cfg.device))
     if isinstance(cfg, DistillConfig):
         _validate_distill(cfg)
 
@@ -607,6 +615,7 @@ def fit(
     show_progress: bool = False,
     teacher_transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     sample_weight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    on_stage: StageCallback | None = None,
 ) -> RunResult:
     """Train (TrainConfig) or distill (DistillConfig) a student; returns a RunResult.
 
@@ -620,7 +629,9 @@ def fit(
     ``cfg.log_every`` steps; ``on_epoch`` gets the evaluation metrics after every epoch; when
     ``should_stop()`` turns true the run stops between steps with status "cancelled". A non-finite
     loss ends the run with status "diverged". With ``save`` the checkpoint of every finished epoch is
-    written atomically to ``cfg.out`` (or KDVIZ_HOME/checkpoints/NAME).
+    written atomically to ``cfg.out`` (or KDVIZ_HOME/checkpoints/NAME). ``on_stage(stage, done,
+    total)`` names what runs before the first step: "loading data", "teacher logits" (images
+    done of total), "training" (once, just before the first step).
     """
     validate_config(cfg)
     if teacher_transform is not None or sample_weight is not None:
@@ -636,11 +647,13 @@ def fit(
     device = ddp.device
     prec = precision.resolve_precision(cfg.precision, device)
     if not ddp.is_main:  # rank 0 alone writes checkpoints and reports
-        save, show_progress, on_step, on_epoch = False, False, None, None
+        save, show_progress, on_step, on_epoch, on_stage = False, False, None, None, None
+    stage = on_stage or (lambda _stage, _done, _total: None)
     should_stop = ddp.wrap_stop(should_stop, cfg.log_every)
     torch.manual_seed(cfg.seed)
     distilling = isinstance(cfg, DistillConfig)
 
+    stage("loading data", 0, 0)
     train_ds = load_dataset(cfg.dataset, cfg.train_split)
     eval_ds = load_dataset(cfg.dataset, cfg.eval_split)
     _check_omitted_classes(cfg, train_ds)
@@ -668,16 +681,21 @@ def fit(
             teacher, teacher_card = load_checkpoint(cfg.teacher, device=str(device))
             check_compatible(teacher_card, train_ds)
             t_print = card_fingerprint(cfg.teacher)
+            # images done / total over both splits, for the "teacher logits n/N" stage
+            todo = len(eval_ds) + (0 if augmented else len(train_ds))
+            stage("teacher logits", 0, todo)
             eval_teacher_logits = model_logits(
-                teacher, teacher_card, eval_ds, device=device, fingerprint=t_print
-            )
+                teacher, teacher_card, eval_ds, device=device, fingerprint=t_print,
+                on_batch=lambda done, _n: stage("teacher logits", done, todo),
+            )  # fmt: skip
             t_mean = torch.tensor(teacher_card.mean, device=device).view(1, -1, 1, 1)
             t_std = torch.tensor(teacher_card.std, device=device).view(1, -1, 1, 1)
             raw = None
             if not augmented:  # the transfer set is fixed: teacher logits once, cached on disk
                 raw = model_logits(
-                    teacher, teacher_card, train_ds, device=device, fingerprint=t_print
-                )
+                    teacher, teacher_card, train_ds, device=device, fingerprint=t_print,
+                    on_batch=lambda done, _n: stage("teacher logits", len(eval_ds) + done, todo),
+                )  # fmt: skip
         if raw is not None:
             teacher_logits_all = (
                 teacher_transform(raw, train_ds.labels) if teacher_transform else raw
@@ -741,6 +759,7 @@ def fit(
 
         progress = tqdm(total=total_steps, desc=name, unit="step", leave=False)
 
+    stage("training", 0, total_steps)
     step = 0
     running = torch.zeros(3, device=device)  # loss, kd_loss, task_loss summed since last log
     running_count = 0

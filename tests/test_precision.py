@@ -170,6 +170,9 @@ def test_cli_refuses_fp16_on_cpu(capsys):
         main(["distill", *DIGITS, "--epochs", "1", "--precision", "fp16", "--device", "cpu"]) == 2
     )
     assert "fp16 training needs a CUDA GPU" in capsys.readouterr().err
+    from kdviz.runs import RunStore
+
+    assert RunStore().list_runs() == []  # refused before a run is recorded
 
 
 def test_gpu_speed_benchmark_runs_on_cpu_and_counts_the_mlp_flops():
