@@ -288,3 +288,23 @@ def test_the_lab_page_shows_the_result_and_offers_both_forms(monkeypatch):
     name, settings = started["args"]
     assert name == "cross-architecture" and settings.students == ("mlp-16", "lenet")
     assert isinstance(settings, ca.CrossArchSettings) and settings.size == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "words"),
+    [
+        ("miscalibrated-teacher", {"scales": "-1"}, "scales"),
+        ("miscalibrated-teacher", {"scales": "0,1"}, "scales"),
+        ("miscalibrated-teacher", {"temperatures": "0,4"}, "temperatures"),
+        ("cross-architecture", {"students": ""}, "students"),
+    ],
+)
+def test_settings_a_user_gets_wrong_fail_in_one_sentence_before_training(name, changes, words):
+    from kdviz.errors import KdvizError
+
+    store = RunStore()
+    s = ex.make_settings(name, **TINY, **changes)
+    with pytest.raises(KdvizError, match=words):
+        ex.run_experiment(name, s, store=store)
+    runs = store.list_runs()
+    assert [r.status for r in runs] == ["failed"]  # only the experiment's own row, nothing trained

@@ -127,6 +127,8 @@ def structure_correlation(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> flo
     question="Does dark knowledge cross architecture families, or is its structure lost?",
 )
 def cross_architecture(s: CrossArchSettings, runner: Runner) -> ExperimentResult:
+    if not s.students:
+        raise KdvizError("students must name at least one architecture, e.g. mlp-70-70,lenet.")
     test = load_dataset(s.dataset, s.eval_split)
     cnn = s.teacher or shipped_teacher(s.dataset) or ""
     extra = [s.extra_teacher] if s.extra_teacher else []

@@ -18,6 +18,7 @@ from torch import Tensor
 from kdviz import soft
 from kdviz.data import load_dataset
 from kdviz.engine import TrainConfig
+from kdviz.errors import KdvizError
 from kdviz.experiments import intervals as iv
 from kdviz.experiments.registry import (
     CHO,
@@ -97,6 +98,7 @@ def confidence_gap(logits: Tensor, labels: Tensor) -> float:
     "the teacher first recover it?",
 )
 def miscalibrated_teacher(s: MiscalibratedSettings, runner: Runner) -> ExperimentResult:
+    _check(s)
     grid = tuple(sorted({float(t) for t in s.temperatures} | {float(s.temperature)}))
     extra = int(s.smoothing > 0) + int(s.overtrain_to > 0)
     n_variants = len(s.scales) + extra
@@ -156,6 +158,17 @@ def miscalibrated_teacher(s: MiscalibratedSettings, runner: Runner) -> Experimen
         "miscalibrated by label smoothing or overtraining it only rescales what training changed."
     )
     return make_result(s, "miscalibrated-teacher", table, notice, extras={"grid": pd.DataFrame(grid_rows)})  # fmt: skip
+
+
+def _check(s: MiscalibratedSettings) -> None:
+    if not s.scales or min(s.scales) <= 0:
+        raise KdvizError("scales must list at least one positive logit factor, e.g. 0.25,1,4.")
+    if s.temperature <= 0 or not s.temperatures or min(s.temperatures) <= 0:
+        raise KdvizError(
+            "temperature and temperatures must be positive, e.g. temperatures=1,2,4,8."
+        )
+    if s.overtrain_to < 0:
+        raise KdvizError("overtrain_to must be 0 (no overtrained teacher) or a number of epochs.")
 
 
 def _teachers(s: MiscalibratedSettings, runner: Runner) -> list[Variant]:
