@@ -314,7 +314,7 @@ def test_uploading_logits_shows_them_without_images(home, tmp_path):
     _ok(at)
     assert at.selectbox(key="dataset").value == "logits:mine"
     assert at.selectbox(key="teacher").value == "mine"
-    assert at.selectbox(key="split").disabled
+    assert at.selectbox(key="split_table").disabled
     np.testing.assert_allclose(
         _bars(at, "Teacher, T = 1"),
         soft.soften(torch.tensor(logits, dtype=torch.float32)[0], 1.0).numpy(),

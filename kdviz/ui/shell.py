@@ -249,15 +249,20 @@ def _data_pickers(checkpoints) -> tuple[str, str]:
         "logits (logits:NAME, no images).",
     )
     table = cache.is_table(spec)
-    split = right.selectbox(
-        "Split",
-        data.SPLITS,
-        index=data.SPLITS.index(DEFAULT_SPLIT),
-        key=KEY_SPLIT,
-        bind="query-params",
-        disabled=table,
-        help="A table of logits has one set of rows." if table else None,
-    )
+    if table:  # not the bound Split widget: its value waits for the next dataset
+        split = cache.TABLE_SPLIT
+        right.selectbox(
+            "Split", ["all rows"], key="split_table", disabled=True,
+            help="A table of logits has one set of rows.",
+        )  # fmt: skip
+    else:
+        split = right.selectbox(
+            "Split",
+            data.SPLITS,
+            index=data.SPLITS.index(DEFAULT_SPLIT),
+            key=KEY_SPLIT,
+            bind="query-params",
+        )
     if table:
         st.caption(
             f"The rows of the logits table {spec[len(cache.TABLE_PREFIX) :]!r}, with its labels "
@@ -265,7 +270,7 @@ def _data_pickers(checkpoints) -> tuple[str, str]:
         )
     elif spec.startswith("folder:"):
         st.caption(own_data.split_note(spec, split))
-    return spec, (cache.TABLE_SPLIT if table else split)
+    return spec, split
 
 
 def sidebar() -> None:
