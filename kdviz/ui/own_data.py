@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from kdviz import data, paths
 from kdviz.errors import KdvizError
 
-MAX_UPLOAD_BYTES = 256 * 1024**2  # one upload, as sent
+MAX_UPLOAD_BYTES = 200 * 1024**2  # one upload, as sent; = server.maxUploadSize (config.toml)
 MAX_UNZIPPED_BYTES = 1024**3  # all members of a zip, uncompressed
 MAX_FILES = 50_000  # images in one upload
 MAX_IMAGE_PIXELS = 4096 * 4096  # per image: a decompression bomb is refused before decoding
