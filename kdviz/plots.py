@@ -748,20 +748,30 @@ def similarity_graph(nodes: pd.DataFrame, links: pd.DataFrame, *, title: str) ->
     colors = class_colors(list(nodes["class"]))
     k = len(nodes)
     labelled = k <= 30  # beyond that the names would overlap: hover tells the class
+    # short names fit inside the dots; longer ones go outside the circle, away from its centre
+    inside = max((len(str(c)) for c in nodes["class"]), default=0) <= 3
+    xs, ys = nodes["x"].to_numpy(), nodes["y"].to_numpy()
+    outside = [
+        ("middle right" if x > 0.35 else "middle left" if x < -0.35 else
+         "top center" if y > 0 else "bottom center")
+        for x, y in zip(xs, ys, strict=True)
+    ]  # fmt: skip
     data.append(
         {
-            "type": "scatter", "x": nodes["x"].to_numpy(), "y": nodes["y"].to_numpy(),
+            "type": "scatter", "x": xs, "y": ys,
             "mode": "markers+text" if labelled else "markers", "text": list(nodes["class"]),
-            "textposition": "middle center", "textfont": {"color": "white", "size": 12},
+            "textposition": "middle center" if inside else outside,
+            "textfont": {"color": "white", "size": 12} if inside else {"color": REFERENCE_COLOR, "size": 10},
             "name": "classes", "showlegend": False,
             "marker": {
-                "size": max(8, min(34, int(600 / max(k, 1)))),
+                "size": max(8, min(34 if inside else 14, int(600 / max(k, 1)))),
                 "color": [colors[str(c)] for c in nodes["class"]], "line": {"width": 1, "color": "white"},
             },
             "hovertemplate": "class %{text}<extra></extra>",
         }
     )  # fmt: skip
-    hidden = {"visible": False, "range": [-1.25, 1.25], "fixedrange": True}
+    span = 1.25 if inside or not labelled else 1.6  # room for the names outside the circle
+    hidden = {"visible": False, "range": [-span, span], "fixedrange": True}
     layout = _layout(
         title,
         440,

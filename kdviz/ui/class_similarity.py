@@ -462,6 +462,7 @@ def _confusion_tile(view, order, tile, block, block_names, selected) -> None:
             kind="count",
             diagonal=analysis.diagonal(tile) if tile_rows == tile_cols else None,
             selected=selected,
+            dense=True,
             height=600,
         )
         shell.chart(fig, key="sim_confusion")
@@ -489,6 +490,7 @@ def _student_tile(view, matrix, order, tile, block, block_names) -> None:
             _mask_self(s_tile),
             title=f"Student ({view.student.name}) at T = {view.t_label}, {where}",
             diagonal=analysis.diagonal(s_tile) if tile_rows == tile_cols else None,
+            dense=True,
             height=600,
         )
         shell.chart(fig, key="sim_student")
@@ -497,6 +499,7 @@ def _student_tile(view, matrix, order, tile, block, block_names) -> None:
             _mask_self(t_tile - s_tile),
             title=f"Teacher − student at T = {view.t_label}, {where}",
             kind="difference",
+            dense=True,
             height=600,
         )
         shell.chart(fig, key="sim_difference")
