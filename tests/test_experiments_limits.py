@@ -191,25 +191,47 @@ def _misc_table() -> pd.DataFrame:
         ("150 epochs", "training", 0.04, (0.94, 0.90, 0.94)),
     ):
         for condition, acc in zip((mt.FIXED, mt.BEST, mt.SCALED), accs, strict=True):
-            rows.append({"variant": variant, "group": group, "teacher_ece": ece if condition != mt.SCALED else 0.02,  # noqa: E501
-                         "t_star": 2.0, "condition": condition, "temperature": 4.0, "accuracy": acc, "ece": 0.03})  # fmt: skip  # noqa: E501
+            scaled = condition == mt.SCALED
+            rows.append({"variant": variant, "group": group, "teacher_ece": 0.02 if scaled else ece,
+                         "t_star": 2.0, "condition": condition, "temperature": 4.0, "accuracy": acc,
+                         "ece": 0.03 if scaled else ece})  # fmt: skip
     rows.append({"variant": "none", "group": "", "teacher_ece": np.nan, "t_star": np.nan, "condition": mt.HARD,  # noqa: E501
                  "temperature": np.nan, "accuracy": 0.92, "ece": 0.04})  # fmt: skip
-    return _with_intervals(pd.DataFrame(rows))
+    table = _with_intervals(pd.DataFrame(rows))
+    table["ece_low"], table["ece_high"] = table["ece"] - 0.01, table["ece"] + 0.01
+    return table
 
 
-def test_miscalibrated_comparison_answers_with_the_worst_teacher():
+def test_miscalibrated_comparison_answers_with_the_worst_teachers():
     s = ex.make_settings("miscalibrated-teacher", size="full")
     comp = mt.compare(s, _misc_table())
-    answer = comp.iloc[0]
-    assert answer["measure"].startswith("answer") and "logits x 4" in answer["measure"]
-    assert answer["verdict"] == "agrees"  # 85% -> 95%, intervals apart: recovered
+    calibration, accuracy = comp.iloc[0], comp.iloc[1]
+    assert calibration["measure"].startswith("answer, calibration") and "logits x 0.25" in calibration["measure"]  # fmt: skip
+    assert calibration["ours"].startswith("0.300 (0.290–0.310) -> 0.030 (0.020–0.040)")
+    assert calibration["verdict"] == "agrees"  # the student's ECE interval falls below
+    assert accuracy["measure"].startswith("answer, accuracy") and "logits x 4" in accuracy["measure"]  # fmt: skip
+    assert accuracy["verdict"] == "agrees"  # 85% -> 95%, intervals apart: recovered
     same_t = comp[comp["measure"].str.startswith("best T")].iloc[0]
     assert same_t["verdict"] == "inconclusive"  # 95%, 95%, 95%: overlapping, cannot refute
     smooth = comp[comp["measure"].str.contains("label smoothing")].iloc[0]
-    assert smooth["verdict"] == "agrees"  # 95% vs 93% (half-width 1 pt): apart
+    assert smooth["verdict"] == "agrees"  # 95% vs 92% (half-width 1 pt): apart
     long = comp[comp["measure"].str.contains("150 epochs")].iloc[0]
     assert long["verdict"] == "agrees" and long["source"] == ex.get_experiment("early-stopped-teacher").paper  # fmt: skip
+    worse = _misc_table()
+    worse.loc[(worse["variant"] == "logits x 4") & (worse["condition"] == mt.SCALED), ["accuracy", "accuracy_low", "accuracy_high"]] = [0.70, 0.69, 0.71]  # fmt: skip  # noqa: E501
+    assert mt.compare(s, worse).iloc[1]["verdict"] == "disagrees"  # scaling made it worse
+
+
+def test_ece_interval_is_the_percentile_bootstrap_of_soft_ece():
+    logits, labels = calibrated_logits(n=300, k=4, seed=2)
+    logits = logits * 3  # over-confident, so the ECE is well away from 0
+    low, high = mt.ece_interval(logits, labels, n_boot=200, seed=5)
+    idx = np.random.default_rng(5).integers(0, 300, size=(200, 300))  # the same resamples
+    eces = [soft.ece(logits[torch.from_numpy(i)], labels[torch.from_numpy(i)]) for i in idx]
+    assert (low, high) == pytest.approx(tuple(np.percentile(eces, [2.5, 97.5])), abs=1e-9)
+    assert low < soft.ece(logits, labels) < high
+    same = torch.tensor([[2.0, 0.0, 0.0]] * 50)  # every resample is the sample itself
+    assert mt.ece_interval(same, torch.zeros(50, dtype=torch.long)) == pytest.approx((soft.ece(same, torch.zeros(50, dtype=torch.long)),) * 2)  # fmt: skip  # noqa: E501
 
 
 def test_miscalibrated_chart_plots_student_error_and_ece_against_teacher_ece():
@@ -221,6 +243,7 @@ def test_miscalibrated_chart_plots_student_error_and_ece_against_teacher_ece():
     assert list(fixed.x) == sorted(fixed.x)  # by teacher ECE
     assert fixed.y[list(fixed.text).index("logits x 4")] == pytest.approx(0.15)  # 1 - accuracy
     assert fixed.error_y.array is not None and fig.layout.xaxis.type == "log"
+    assert fig.data[1].error_y.array is not None  # the student's ECE has its interval too
 
 
 # ---------------------------------------------------------------------------- end to end, trimmed
@@ -236,7 +259,7 @@ def test_trimmed_miscalibrated_teacher_runs_end_to_end():
     result = ex.run_experiment("miscalibrated-teacher", s, store=store)
     t = result.table
     assert len(t) == 2 * 3 + 1 and set(t["variant"]) == {"logits x 1", "logits x 4", "none"}
-    for column in ("teacher_ece", "teacher_gap", "t_star", "accuracy_low", "gain_low", "val_accuracy"):  # fmt: skip
+    for column in ("teacher_ece", "teacher_gap", "t_star", "accuracy_low", "gain_low", "ece_low", "val_accuracy"):  # fmt: skip
         assert column in t
     fixed = t[t["condition"] == mt.FIXED].set_index("variant")
     assert fixed.loc["logits x 4", "teacher_gap"] > fixed.loc["logits x 1", "teacher_gap"]

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import pandas as pd
+import torch
 from torch import Tensor
 
 from kdviz import soft
@@ -26,6 +28,7 @@ from kdviz.experiments.registry import (
     HINTON,
     MULLER,
     ExperimentResult,
+    error_bars,
     make_result,
     register_comparison,
     register_experiment,
@@ -86,6 +89,30 @@ def confidence_gap(logits: Tensor, labels: Tensor) -> float:
     return confidence - soft.accuracy(logits, labels)
 
 
+def ece_interval(
+    logits: Tensor, labels: Tensor, n_boot: int = 1000, seed: int = 0, n_bins: int = 15
+) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of soft.ece (the images resampled with replacement).
+
+    Per bin, n_b |acc_b - conf_b| = |sum over the bin of (correct - confidence)|, so one weighted
+    bincount over (resample, bin) gives every resample's ECE at once. Bins as soft.ece:
+    b = (b/B, (b+1)/B]. (N, K), (N,) -> (low, high)."""
+    probs = torch.softmax(logits.detach().double(), dim=-1).cpu()
+    conf_t, pred = probs.max(dim=-1)
+    conf = conf_t.numpy()  # (N,)
+    gap = (pred == labels.cpu()).double().numpy() - conf  # (N,) correct - confidence
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)  # (N,)
+    n = len(conf)
+    if n == 0:
+        return math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # (R, N)
+    flat = (bins[idx] + n_bins * np.arange(n_boot)[:, None]).ravel()  # (R * N,)
+    sums = np.bincount(flat, weights=gap[idx].ravel(), minlength=n_boot * n_bins)
+    eces = np.abs(sums.reshape(n_boot, n_bins)).sum(axis=1) / n  # (R,)
+    low, high = np.percentile(eces, [2.5, 97.5])
+    return float(low), float(high)
+
+
 # ---------------------------------------------------------------------------- the experiment
 
 
@@ -142,20 +169,22 @@ def miscalibrated_teacher(s: MiscalibratedSettings, runner: Runner) -> Experimen
             (SCALED, s.temperature, scaled_run, scaled_teacher),
         ):
             rows.append({**info, "condition": condition, "temperature": t,
-                         **_student(run, hard), "val_accuracy": scores.get(t) if run is not scaled_run else None})  # fmt: skip  # noqa: E501
+                         **_student(s, runner, run, hard, test.labels), "val_accuracy": scores.get(t) if run is not scaled_run else None})  # fmt: skip  # noqa: E501
     rows.append({"variant": "none", "group": "", "scale": None, "teacher_accuracy": None,
                  "teacher_gap": None, "teacher_ece": None, "t_star": None, "condition": HARD,
-                 "temperature": None, **_student(hard, hard), "val_accuracy": None})  # fmt: skip
+                 "temperature": None, **_student(s, runner, hard, hard, test.labels), "val_accuracy": None})  # fmt: skip  # noqa: E501
     table = pd.DataFrame(rows)
     table = table[[c for c in table.columns if "run_id" not in c] + ["run_id", "hard_run_id"]]
     notice = (
-        "Follow the fixed-T rows: multiplying the teacher's logits by c is the same soft target as "
-        "dividing T by c, so an over-confident teacher hands the student sharp targets with little "
-        "dark knowledge and an under-confident one nearly uniform ones; the student's ECE follows. "
-        "The best-T rows show how much of that a search over T (on the validation split) undoes, "
-        "and the temperature-scaled rows whether fitting T* on the teacher's validation logits "
-        "first is enough: for a pure logit scale it undoes the damage exactly, for a teacher "
-        "miscalibrated by label smoothing or overtraining it only rescales what training changed."
+        "Follow the fixed-T rows: multiplying the teacher's logits by c gives the soft targets of "
+        "T / c, so an over-confident teacher hands the student sharp targets and an "
+        "under-confident one nearly uniform ones, and the student's confidence follows the "
+        "teacher's (compare teacher_gap with the student's ece). The best-T rows show how much of "
+        "that a search over T on the validation split undoes. The temperature-scaled rows answer "
+        "the question: T* fitted on the teacher's validation logits turns every logit-scaled "
+        "copy into the same teacher (one student serves them all), which repairs what the scaling "
+        "broke, while a teacher miscalibrated by label smoothing or overtraining is only "
+        "rescaled: calibration comes back, whatever training changed in its structure does not."
     )
     return make_result(s, "miscalibrated-teacher", table, notice, extras={"grid": pd.DataFrame(grid_rows)})  # fmt: skip
 
@@ -199,10 +228,16 @@ def _distill(
     return runner.train(cfg, label, teacher_transform=transform)
 
 
-def _student(run: Trained, hard: Trained) -> dict[str, Any]:
+def _student(
+    s: MiscalibratedSettings, runner: Runner, run: Trained, hard: Trained, labels: Tensor
+) -> dict[str, Any]:
+    """A student's columns: accuracy, ECE with its bootstrap interval, agreement, run ids."""
+    low, high = ece_interval(runner.logits(run.checkpoint, s.dataset, s.eval_split), labels, seed=s.seed)  # fmt: skip  # noqa: E501
     return {
         "accuracy": run.metrics["accuracy"],
         "ece": run.metrics["ece"],
+        "ece_low": low,
+        "ece_high": high,
         "agreement": run.metrics.get("agreement"),
         "run_id": run.run_id,
         "hard_run_id": hard.run_id,
@@ -223,13 +258,22 @@ def compare(s: MiscalibratedSettings, table: pd.DataFrame) -> pd.DataFrame:
     plain = f"logits x {1:g}"
     damaged = fixed.drop(index=[plain], errors="ignore")
     if len(damaged):
-        worst = damaged["accuracy"].idxmin()
+        worst = damaged["teacher_ece"].idxmax()  # the most miscalibrated teacher
+        raw, fix = fixed.loc[worst], scaled.loc[worst]
+        rows.append((
+            f"answer, calibration: the most miscalibrated teacher ({worst}, ECE {raw['teacher_ece']:.3f}) temperature-scaled first (T* = {raw['t_star']:.3g}): its student's ECE",  # noqa: E501
+            f"{_ece_text(raw)} -> {_ece_text(fix)} (teacher ECE -> {fix['teacher_ece']:.3f}); accuracy {iv.row_text(raw)} -> {iv.row_text(fix)}",  # noqa: E501
+            "no published number; temperature scaling fixes a network's calibration without changing its predictions",  # noqa: E501
+            iv.order_verdict(iv.interval(raw, "ece"), iv.interval(fix, "ece")),
+            GUO,
+        ))  # fmt: skip
+        worst = damaged["accuracy"].idxmin()  # the teacher whose student is least accurate
         raw, fix = fixed.loc[worst], scaled.loc[worst]
         ref = f"; plain teacher's student {iv.row_text(fixed.loc[plain])}" if plain in fixed.index else ""  # fmt: skip
         rows.append((
-            f"answer: does temperature-scaling the teacher first recover its student? (worst teacher at T={s.temperature:g}: {worst})",  # noqa: E501
-            f"{iv.row_text(raw)} -> {iv.row_text(fix)} after T* = {raw['t_star']:.3g} (teacher ECE {raw['teacher_ece']:.3f} -> {fix['teacher_ece']:.3f}){ref}",  # noqa: E501
-            "no published number; temperature scaling fixes a network's calibration without changing its predictions",  # noqa: E501
+            f"answer, accuracy: the least accurate student at T={s.temperature:g} ({worst}) when its teacher is temperature-scaled first",  # noqa: E501
+            f"{iv.row_text(raw)} -> {iv.row_text(fix)}{ref}",
+            "no published number (our question)",
             iv.order_verdict(iv.interval(fix), iv.interval(raw)),
             GUO,
         ))  # fmt: skip
@@ -259,13 +303,21 @@ def compare(s: MiscalibratedSettings, table: pd.DataFrame) -> pd.DataFrame:
     return iv.comparison_rows(rows)
 
 
+def _ece_text(row: pd.Series) -> str:
+    """'0.434 (0.41–0.46)': a student's ECE with its bootstrap interval."""
+    low, high = iv.interval(row, "ece")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{row['ece']:.3f}"
+    return f"{row['ece']:.3f} ({low:.3f}–{high:.3f})"
+
+
 # ---------------------------------------------------------------------------- chart
 
 
 @register_figure("miscalibrated-teacher")
 def _figure(fig, t: pd.DataFrame) -> None:
-    """x: the ECE of the teacher the student learnt from; y: the student's error (with its
-    interval) and its ECE, per condition (fixed T, best T, temperature-scaled teacher)."""
+    """x: the ECE of the teacher the student learnt from; y: the student's error and its ECE,
+    each with its interval, per condition (fixed T, best T, temperature-scaled teacher)."""
     for i, condition in enumerate((FIXED, BEST, SCALED)):
         part = t[t["condition"] == condition].sort_values("teacher_ece")
         if part.empty:
@@ -279,6 +331,7 @@ def _figure(fig, t: pd.DataFrame) -> None:
         fig.add_scatter(
             x=part["teacher_ece"], y=part["ece"], mode="markers+lines", text=part["variant"],
             name=f"student ECE, {condition}", marker={"color": color, "symbol": "x", "size": 9},
+            error_y=error_bars(part, "ece"),
             line={"color": color, "width": 1, "dash": "dot"},
         )  # fmt: skip
     hard = t[t["condition"] == HARD]["accuracy"]
