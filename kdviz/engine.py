@@ -38,7 +38,7 @@ from kdviz.models import (
     save_checkpoint,
     weights_hash,
 )
-from kdviz.paths import cache_dir, check_name, checkpoints_dir
+from kdviz.paths import PRETRAINED_DIR, cache_dir, check_name, checkpoints_dir
 
 StepCallback = Callable[[dict[str, Any]], None]
 StopHook = Callable[[], bool]
@@ -228,7 +228,14 @@ def _logit_cache_path(fingerprint: str, card: ModelCard, dataset: Dataset) -> Pa
     return cache_dir() / "logits" / f"{name}.pt"
 
 
+SHIPPED_LOGITS = PRETRAINED_DIR / "logits"  # cache files of the shipped teacher (same keys)
+
+
 def _read_cached(path: Path, rows: int, classes: int) -> torch.Tensor | None:
+    if not path.exists():
+        # shipped with the pretrained checkpoints (scripts/ship_logits.py): a first run on the
+        # bundled data trains within seconds instead of waiting for the teacher's logits
+        path = SHIPPED_LOGITS / path.name
     if not path.exists():
         return None
     try:

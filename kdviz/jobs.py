@@ -41,6 +41,7 @@ FLUSH_EVERY_S = 0.5  # metrics are written in batches at most this often
 POINT_EVERY_S = 0.25  # training-loss curves get at most one (averaged) point this often
 APP_LOG_EVERY = 1  # app runs report every step: the writer averages, the curves stay live
 STOP_POLL_S = 0.2  # the worker reads the cancel flag at most this often
+STAGE_EVERY_S = 0.3  # a stage's n/N progress is written to the store at most this often
 QUEUE_POLL_S = 0.25  # a queued worker asks for a slot this often
 TERM_AFTER_S = 5.0  # a cancelled run still alive after this gets SIGTERM ...
 KILL_AFTER_S = 20.0  # ... and SIGKILL after this
@@ -106,13 +107,28 @@ def baseline_config(cfg: Any) -> Any:
     return dataclasses.replace(cfg, method="kd", alpha=0.0, drop_labels=False)
 
 
-def _run_name(cfg: Any, run_id: str, baseline: bool = False) -> str:
-    from kdviz.engine import default_name
+def method_label(config: dict[str, Any]) -> str:
+    """How a run learns, in words: "KD T=4 α=0.9", "DKD T=4 α=1 β=8", "hard labels"."""
+    method = config.get("method", "")
+    alpha = float(config.get("alpha", 0) or 0)
+    if config.get("kind") != "distill" or (method in ("kd", "mse") and alpha == 0):
+        return "hard labels"
+    t = f"T={float(config.get('temperature', 1)):g}"
+    if method == "dkd":
+        return f"DKD {t} α={alpha:g} β={float(config.get('beta', 0)):g}"
+    if method == "mse":
+        return f"logit MSE α={alpha:g}"
+    return f"{str(method).upper()} {t} α={alpha:g}"
 
-    base = default_name(cfg)
-    if baseline:
-        base = f"{cfg.dataset.split(':')[0]}-{cfg.arch}-hard-s{cfg.seed}"
-    return f"{base}-{run_id[-6:]}"
+
+def run_title(config: dict[str, Any]) -> str:
+    """A run's readable default name: "KD T=4 α=0.9 · mlp-800-800" / "hard labels · mlp-800-800"."""
+    return f"{method_label(config)} · {config.get('arch', '?')}"
+
+
+def _run_name(cfg: Any, run_id: str, baseline: bool = False) -> str:
+    """The name an app run gets (its files live under its id, so the name need not be unique)."""
+    return run_title(cfg.to_dict())
 
 
 # ---------------------------------------------------------------------------- starting
@@ -435,8 +451,10 @@ def execute_run(
 
     ``fit_kwargs`` go to ``engine.fit`` as they are (the experiments' teacher hooks).
 
-    Any exception marks the run failed (KeyboardInterrupt: cancelled) and propagates.
+    Any exception marks the run failed (KeyboardInterrupt: cancelled) and propagates. Until the
+    first step, the run's ``message`` names the stage it is in (``stage_text``).
     """
+    _safe_stage(store, run_id, "loading PyTorch")
     from kdviz.engine import describe_device, fit, pick_device
 
     writer = MetricsWriter(store, run_id, cfg)
@@ -456,6 +474,7 @@ def execute_run(
             should_stop=stop,
             save=True,
             show_progress=show_progress,
+            on_stage=StageWriter(store, run_id),
             **(fit_kwargs or {}),
         )
     except KeyboardInterrupt:
@@ -491,6 +510,38 @@ def execute_run(
         store.add_artifact(run_id, "checkpoint", stem.with_name(stem.name + ".safetensors"))
         store.add_artifact(run_id, "card", stem.with_name(stem.name + ".json"))
     return result
+
+
+def stage_text(stage: str, done: int, total: int) -> str:
+    """What a run's progress line says before its first step: "computing teacher logits 3,072/10,000"."""
+    if stage == "teacher logits" and total:
+        return f"computing teacher logits {done:,}/{total:,} images"
+    if stage == "teacher logits":
+        return "computing teacher logits"
+    if stage == "training":
+        return "training: the first steps"
+    return stage
+
+
+class StageWriter:
+    """``on_stage`` for ``fit``: the stage goes to the run's ``message`` (the page shows it), its
+    n/N at most every STAGE_EVERY_S so a fast stage does not write the store per batch."""
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.last: tuple[str, float] = ("", 0.0)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage == self.last[0] and done < total and now - self.last[1] < STAGE_EVERY_S:
+            return
+        self.last = (stage, now)
+        _safe_stage(self.store, self.run_id, stage_text(stage, done, total))
+
+
+def _safe_stage(store: RunStore, run_id: str, text: str) -> None:
+    with contextlib.suppress(KdvizError, sqlite3.Error, OSError):  # a label never stops a run
+        store.update(run_id, message=text)
 
 
 def _safe_flush(writer: MetricsWriter) -> None:

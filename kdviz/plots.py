@@ -943,3 +943,44 @@ def dkd_bars(frame: pd.DataFrame, *, temperature: float) -> go.Figure:
         margin={"l": 60, "r": 60, "t": 96, "b": 50},
     )  # fmt: skip
     return _figure(data, layout)
+
+
+def class_accuracy_bars(
+    frame: pd.DataFrame, *, highlight: str = "", title: str = "Accuracy per class"
+) -> go.Figure:
+    """Grouped bars of accuracy per class, one group per model; ``highlight``'s bars outlined.
+
+    Args:
+        frame: class, model, accuracy (0..1), one row per (class, model).
+    """
+    classes = list(dict.fromkeys(frame["class"].astype(str)))
+    models = list(dict.fromkeys(frame["model"]))
+    palette = (STUDENT_COLOR, NCKD_COLOR, TEACHER_COLOR, T_MARK_COLOR)
+    data = []
+    for model, rows in frame.groupby("model", sort=False):
+        names = rows["class"].astype(str).to_numpy()
+        data.append(
+            {
+                "type": "bar",
+                "x": names,
+                "y": rows["accuracy"].to_numpy(),
+                "name": str(model),
+                "marker": {
+                    "color": palette[models.index(model) % len(palette)],
+                    "line": {
+                        "width": [4 if c == highlight else 0 for c in names],
+                        "color": REFERENCE_COLOR,
+                    },
+                },
+                "hovertemplate": f"{model}<br>class %{{x}}: %{{y:.1%}}<extra></extra>",
+            }
+        )
+    layout = _layout(
+        title,
+        420,
+        barmode="group",
+        bargap=0.25,
+        xaxis=_category_axis("true class", classes),
+        yaxis=_unit_axis("accuracy", tickformat=".0%"),
+    )
+    return _figure(data, layout)

@@ -37,4 +37,5 @@ PAGES: list[PageSpec] = [
     PageSpec("distill.py", "Distill", "distill", ":material/model_training:"),
     PageSpec("runs_page.py", "Runs", "runs", ":material/history:"),
     PageSpec("experiments_page.py", "Experiments lab", "experiments", ":material/science:"),
+    PageSpec("lesson.py", "Present", "present", ":material/co_present:"),
 ]

@@ -33,13 +33,20 @@ ROLE_DASH = {"student": "solid", "baseline": "dash"}
 ROLE_COLOR = {"student": "#1f77b4", "baseline": "#ff7f0e"}
 PART_DASH = {"train/loss": "solid", "train/kd_loss": "dot", "train/task_loss": "dashdot"}
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
-CURVES = (  # (title, y-axis title, metric names) of the live panel's four charts
-    ("Training loss", "loss", ("train/loss", "train/kd_loss", "train/task_loss")),
+CURVES = (  # (title, y-axis title, metric names) of the live panel's charts after the loss
     ("Test accuracy", "accuracy", ("{split}/accuracy",)),
     ("Agreement with the teacher", "top-1 agreement", ("{split}/agreement",)),
     ("KL to the teacher", "KL(teacher || student)", ("{split}/kl",)),
 )
 PART_LABELS = {"train/loss": "loss", "train/kd_loss": "soft term", "train/task_loss": "hard term"}
+STAGES = (  # what a run does before its first step, in order (the worker writes them)
+    "starting",
+    "loading PyTorch",
+    "loading data",
+    "computing teacher logits",
+    "training",
+)
+FEW_POINTS = 5  # a training curve with fewer points is drawn with markers (one point shows)
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -151,12 +158,102 @@ def progress_text(run: Run, store: RunStore) -> str:
         return f"{label}: waiting, place {place} in the queue ({running} running)"
     if run.status == "running":
         if not run.total_steps:
-            return f"{label}: starting (loading data and teacher logits)"
+            return f"{label}: {stage_line(run.message)}"
         epoch = min(epochs, max(1, math.ceil(run.epoch))) if epochs else 0
         left = jobs.eta_text(run.eta)
         text = f"{label}: epoch {epoch}/{epochs} · step {run.step}/{run.total_steps}"
         return f"{text} · {left}" if left else text
     return f"{label}: {run.status}"
+
+
+def stage_line(message: str) -> str:
+    """ "stage 4/5: computing teacher logits 1,024/4,500 images" from a starting run's message."""
+    message = message or STAGES[0]
+    number = next((i for i, s in enumerate(STAGES, 1) if message.startswith(s)), None)
+    return f"stage {number}/{len(STAGES)}: {message}" if number else message
+
+
+def _hard_weight(cfg: dict[str, Any]) -> float:
+    """The weight the run's loss puts on cross-entropy: 1 - alpha for KD and MSE, 1 for DKD."""
+    if cfg.get("kind") != "distill" or cfg.get("method") == "dkd":
+        return 1.0
+    return 1.0 - float(cfg.get("alpha", 0.0))
+
+
+def loss_figure(frame: pd.DataFrame, runs: list[Run]) -> go.Figure:
+    """Two panels, each on its own axis: the soft term as the optimiser sees it (alpha * T^2 * KL
+    for KD), and the cross-entropy with the labels divided by its weight, so the student and the
+    baseline read on the same scale. Never calls ``st``."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("Soft term (teacher)", "Hard term: cross-entropy with the labels"),
+        horizontal_spacing=0.12,
+    )
+    for run in runs:
+        rows = frame[frame["run_id"] == run.id]
+        color = ROLE_COLOR.get(run.role, PALETTE[0])
+        dash = ROLE_DASH.get(run.role, "solid")
+        label = run_label(run)
+        soft = rows[rows["name"] == "train/kd_loss"]
+        if run.role != "baseline" and not soft.empty:
+            fig.add_trace(
+                _loss_trace(soft, soft["value"], f"{label}: soft term", color, dash), 1, 1
+            )
+        hard = rows[rows["name"] == "train/task_loss"]
+        weight = _hard_weight(run.config)
+        if weight > 0 and not hard.empty and not run.config.get("drop_labels"):
+            name = f"{label}: cross-entropy"
+            fig.add_trace(_loss_trace(hard, hard["value"] / weight, name, color, dash), 1, 2)
+    soft_axis = "α·T²·KL(teacher ‖ student)" if runs and _method(runs[0]) == "kd" else "soft term"
+    fig.update_yaxes(title_text=soft_axis, row=1, col=1)
+    fig.update_yaxes(title_text="cross-entropy (nats)", row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_annotations(font_size=13)
+    fig.update_layout(
+        title="Training loss",
+        height=340,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        legend={"orientation": "h", "y": -0.3},
+        uirevision="keep",
+    )
+    return fig
+
+
+def _method(run: Run) -> str:
+    return str(run.config.get("method", "")) if run.kind == "distill" else ""
+
+
+def _loss_trace(rows: pd.DataFrame, values: pd.Series, name: str, color: str, dash: str):
+    few = len(rows) < FEW_POINTS  # a single point of a line is invisible without its marker
+    return go.Scatter(
+        x=rows["epoch"],
+        y=values,
+        mode="lines+markers" if few else "lines",
+        name=name,
+        line={"dash": dash, "color": color},
+    )
+
+
+def loss_caption(cfg: dict[str, Any]) -> str:
+    """One sentence on what the two loss panels show (and what T² does)."""
+    method = cfg.get("method", "")
+    if method == "kd":
+        t, alpha = float(cfg.get("temperature", 1.0)), float(cfg.get("alpha", 0.0))
+        return (
+            f"Left: the soft term as the optimiser sees it, α·T²·KL = {alpha:g} × {t * t:g} × KL; "
+            "the T² keeps its gradient on the same scale whatever T is (softened targets shrink "
+            "the gradient by 1/T², Hinton et al. 2015), so its size is not comparable with the "
+            f"right panel's. Right: cross-entropy with the labels before its weight 1 − α = "
+            f"{1 - alpha:g}, so the student and the hard-label baseline compare directly."
+        )
+    return (
+        "Left: the teacher term of the loss, as weighted in the loss; right: cross-entropy with "
+        "the labels before its weight, so the student and the hard-label baseline compare "
+        "directly. The two panels have their own scales."
+    )
 
 
 def model_name(family: str, layers: int, width: int) -> str:
@@ -364,17 +461,13 @@ def live_panel(run_id: str) -> None:
     split = cfg.get("eval_split", "test")
     frame = metrics_frame(rs, runs)
     if frame.empty:
-        st.caption("The curves appear here after the first training steps.")
-    cols = st.columns(2) if not frame.empty else []
-    for i, (title, y_title, names) in enumerate(CURVES):
-        names = tuple(n.format(split=split) for n in names)
-        if split != "test":
-            title = title.replace("Test", split.capitalize())
-        if not cols:
-            break
-        with cols[i % 2]:
-            fig = curve_figure(frame, names, title=title, y_title=y_title)
-            st.plotly_chart(fig, key=f"distill_curve_{i}", config={"displayModeBar": False})
+        st.caption(
+            "The curves appear here after the first training steps."
+            if active
+            else "No curves: the run stopped before its first training step."
+        )
+    else:
+        _curves(frame, runs, split)
 
     was_active = st.session_state.get("distill_active_group") == run.group_id
     if active:
@@ -387,6 +480,21 @@ def live_panel(run_id: str) -> None:
         finished = [r for r in runs if r.status == "done" and r.checkpoint]
         for r in finished:
             st.caption(f"{run_label(r)} checkpoint: `{r.id}/student` (in every model picker)")
+
+
+def _curves(frame: pd.DataFrame, runs: list[Run], split: str) -> None:
+    """The split training-loss chart (full width) and accuracy, agreement and KL below it."""
+    fig = loss_figure(frame, runs)
+    st.plotly_chart(fig, key="distill_loss", config={"displayModeBar": False})
+    st.caption(loss_caption(runs[0].config))
+    cols = st.columns(len(CURVES))
+    for i, (title, y_title, names) in enumerate(CURVES):
+        names = tuple(n.format(split=split) for n in names)
+        if split != "test":
+            title = title.replace("Test", split.capitalize())
+        with cols[i]:
+            fig = curve_figure(frame, names, title=title, y_title=y_title)
+            st.plotly_chart(fig, key=f"distill_curve_{i}", config={"displayModeBar": False})
 
 
 # ---------------------------------------------------------------------------- page

@@ -24,34 +24,53 @@ SORTS = {
 }
 
 
+LEAD = ["name", "status", "accuracy", "agreement"]  # always shown first
+ALWAYS = ["method"]  # the one setting shown even when every run shares it
+SETTINGS = [  # shown after LEAD only where the runs on screen differ
+    "method", "T", "alpha", "arch", "teacher", "dataset", "epochs", "seed", "transfer",
+    "omitted", "augment",
+]  # fmt: skip
+TAIL = ["created", "seconds", "id", "role", "source", "device", "message"]
+
+
+def _method(run: Run) -> str:
+    if run.kind == "experiment":
+        return f"experiment: {run.config.get('experiment', '')}"
+    return jobs.method_label(run.config).split(" T=")[0].split(" α=")[0]
+
+
+def _distilled(run: Run) -> bool:
+    return run.kind == "distill" and _method(run) != "hard labels"
+
+
 def runs_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: what the history table shows (and what the filters and sorts work on)."""
+    """One row per run: what the history table shows (and what the filters and sorts work on).
 
-    def _method(kind: str, cfg: dict) -> str:
-        if kind == "distill":
-            return cfg.get("method", "")
-        if kind == "experiment":
-            return f"experiment: {cfg.get('experiment', '')}"
-        return "hard labels"
-
+    A baseline (a distillation config with alpha 0) reads "hard labels", with no T or alpha."""
     rows = []
     for run in runs:
         cfg = run.config
         end = run.finished or (time.time() if run.active else run.updated) or run.created
+        soft = _distilled(run)
+        omitted = cfg.get("omit_classes") or ()
         rows.append(
             {
                 "id": run.id,
                 "status": run.status,
                 "role": run.role,
                 "source": run.source,
-                "name": run.name,
+                "name": run.name or jobs.run_title(cfg),
                 "teacher": cfg.get("teacher", "") if run.kind == "distill" else "",
-                "method": _method(run.kind, cfg),
-                "T": cfg.get("temperature") if run.kind == "distill" else None,
-                "alpha": cfg.get("alpha") if run.kind == "distill" else None,
+                "method": _method(run),
+                "T": cfg.get("temperature") if soft and cfg.get("method") != "mse" else None,
+                "alpha": cfg.get("alpha") if soft else None,
                 "arch": cfg.get("arch", ""),
                 "dataset": cfg.get("dataset", ""),
                 "epochs": cfg.get("epochs"),
+                "seed": cfg.get("seed"),
+                "transfer": cfg.get("transfer_fraction"),
+                "omitted": ", ".join(str(c) for c in omitted),
+                "augment": cfg.get("augment"),
                 "accuracy": run.metrics.get("accuracy"),
                 "agreement": run.metrics.get("agreement"),
                 "device": run.device,
@@ -61,6 +80,17 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def shown_columns(table: pd.DataFrame) -> list[str]:
+    """Name, status, accuracy, agreement, then the settings that differ between these rows
+    (and the method), then when / how long / which run."""
+    varying = [
+        c
+        for c in SETTINGS
+        if c in table and (c in ALWAYS or table[c].astype(str).nunique(dropna=False) > 1)
+    ]
+    return LEAD + varying + TAIL
 
 
 def filter_sort(table: pd.DataFrame, statuses: list[str], text: str, sort: str) -> pd.DataFrame:
@@ -201,10 +231,19 @@ def render() -> None:
         table,
         hide_index=True,
         key="runs_table",
+        column_order=shown_columns(table),
         column_config={
-            "accuracy": st.column_config.NumberColumn(format="percent"),
-            "agreement": st.column_config.NumberColumn(format="percent"),
-            "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+            "name": st.column_config.TextColumn("name", width="medium", pinned=True),
+            "status": st.column_config.TextColumn("status", width="small"),
+            "accuracy": st.column_config.NumberColumn(format="percent", width="small"),
+            "agreement": st.column_config.NumberColumn(format="percent", width="small"),
+            "alpha": st.column_config.NumberColumn("α", width="small"),
+            "T": st.column_config.NumberColumn(width="small"),
+            "transfer": st.column_config.NumberColumn(
+                format="percent", help="fraction of the training split"
+            ),
+            "created": st.column_config.DatetimeColumn(format="MM-DD HH:mm"),
+            "seconds": st.column_config.NumberColumn("s", width="small"),
         },
     )
     shown = [run for run in runs if run.id in set(table["id"])] if not table.empty else []
