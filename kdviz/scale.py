@@ -213,6 +213,7 @@ class ClassMeansGrid:
                     return
                 self._compute(t)
                 self.order(t)
+                self.blocks(t, block_size(self.num_classes))
         finally:
             self.done.set()
 
