@@ -135,9 +135,15 @@ def test_cross_architecture_comparison_reads_verdicts_from_the_intervals():
                 "student": student, "student_family": s_fam, "accuracy": acc, "gain": gain,
                 "structure": r, "structure_hard": 0.1}  # fmt: skip
 
+    def teacher(label, fam, acc):
+        return {"model": "teacher", "teacher": label, "teacher_family": fam, "teacher_accuracy": acc,  # noqa: E501
+                "student": "", "student_family": "", "accuracy": acc, "gain": np.nan}  # fmt: skip
+
     table = _with_intervals(
         pd.DataFrame(
             [
+                teacher("CNN: ens", "CNN", 0.99),
+                teacher("MLP: big", "MLP", 0.985),  # intervals overlap: similar accuracy
                 pair("CNN: ens", "CNN", 0.99, "lenet", "CNN", 0.98, 0.03, 0.9),
                 pair("MLP: big", "MLP", 0.97, "lenet", "CNN", 0.95, 0.00, 0.5),
                 pair("CNN: ens", "CNN", 0.99, "mlp-70-70", "MLP", 0.93, 0.02, 0.6),
@@ -156,6 +162,10 @@ def test_cross_architecture_comparison_reads_verdicts_from_the_intervals():
     assert beats["ours"].startswith("3 of 4") and beats["verdict"] == "inconclusive"
     structure = comp[comp.index.str.startswith("structure")].iloc[0]
     assert structure["ours"].startswith("0.85 vs 0.55")
+    # a much weaker MLP teacher: family and accuracy are confounded, so no verdict either way
+    table.loc[table["teacher"] == "MLP: big", ["accuracy", "accuracy_low", "accuracy_high"]] = [0.90, 0.89, 0.91]  # fmt: skip  # noqa: E501
+    confounded = ca.compare(s, table).iloc[0]
+    assert confounded["verdict"] == "inconclusive" and "confounded" in confounded["ours"]
 
 
 def test_cross_architecture_chart_has_a_bar_group_per_student_and_the_teachers():
