@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -18,7 +19,7 @@ from plotly.basedatatypes import BaseFigure
 from kdviz import analysis, data, plots
 from kdviz.errors import KdvizError
 from kdviz.models import ModelCard
-from kdviz.ui import PAGES, cache, own_data
+from kdviz.ui import PAGES, PageSpec, cache, own_data
 
 DEFAULT_DATASET = "mnist5k"
 DEFAULT_SPLIT = "test"
@@ -41,28 +42,63 @@ HOW_TO_MAKE_CHECKPOINTS = (
 # --------------------------------------------------------------------------- navigation
 
 
+# The default page is served at "/"; Streamlit still reserves its url_path, so it gets one
+# nobody types, and its natural path (/soft-targets) is an alias like the others.
+ROOT_URL_PATH = "explorer-home"
+
+
+def _url_path(spec: PageSpec) -> str:
+    return ROOT_URL_PATH if spec is PAGES[0] else spec.url_path
+
+
+def page_aliases() -> dict[str, PageSpec]:
+    """Paths people type for a page, besides its own: the default page's url_path, and each
+    page's module name and url_path written with "_" or "-" (/soft_targets, /teacher-student)."""
+    taken = {_url_path(spec) for spec in PAGES}
+    aliases: dict[str, PageSpec] = {}
+    for spec in PAGES:
+        stem = Path(spec.file).stem.removesuffix("_page")
+        for name in (spec.url_path, spec.url_path.replace("-", "_"), stem, stem.replace("_", "-")):
+            if name not in taken and name not in aliases:
+                aliases[name] = spec
+    return aliases
+
+
+def _alias_page(alias: str, spec: PageSpec):
+    def go_to_page() -> None:
+        # the sidebar's widgets (already run) put their own parameters back; the page's not yet
+        params = st.query_params.to_dict()
+        switch_to(spec.file, {k: v for k, v in params.items() if k not in st.session_state})
+
+    return st.Page(go_to_page, title=spec.title, url_path=alias, visibility="hidden")
+
+
 def pages() -> list:
-    """st.Page objects for kdviz.ui.PAGES (the first is the default)."""
-    return [
+    """st.Page objects for kdviz.ui.PAGES (the first is the default), then hidden aliases that
+    forward to them."""
+    shown = [
         st.Page(
             spec.path,
             title=spec.title,
-            url_path=spec.url_path,
+            url_path=_url_path(spec),
             icon=spec.icon or None,
             default=i == 0,
         )
         for i, spec in enumerate(PAGES)
     ]
+    return shown + [_alias_page(alias, spec) for alias, spec in page_aliases().items()]
 
 
-def switch_to(file: str) -> None:
-    """Go to the page whose module is ``file`` (e.g. "soft_targets.py")."""
+def switch_to(file: str, query_params: dict[str, str] | None = None) -> None:
+    """Go to the page whose module is ``file`` (e.g. "soft_targets.py"), with ``query_params``
+    in its URL (besides the bound widgets', which they put back themselves)."""
     for spec in PAGES:
         if spec.file == file:
             # query_params={}: the default (None) would clear the URL itself and trip over the
             # widgets bound to it; the bound widgets put their values back on the new page.
             st.switch_page(
-                st.Page(spec.path, title=spec.title, url_path=spec.url_path), query_params={}
+                st.Page(spec.path, title=spec.title, url_path=_url_path(spec)),
+                query_params=query_params or {},
             )
 
 
@@ -227,10 +263,49 @@ def _checkpoint_pickers(checkpoints, spec: str, target: Target | None) -> None:
     )
 
 
-# Less empty space above the page title, so the first chart shows without scrolling.
+# Less empty space above the page title, so the first chart shows without scrolling. Under
+# NARROW_PX (a projector, a split screen) columns holding a chart stack into one column, and
+# metrics wrap two to a row in a smaller font instead of cutting their numbers ("99.2…").
+NARROW_PX = 1000
 _STYLE = """<style>
 [data-testid="stMainBlockContainer"] { padding-top: 2.2rem; padding-bottom: 3rem; }
-</style>"""
+[data-testid="stMetricValue"] { font-size: clamp(1.5rem, 2.4vw, 2.25rem); }
+@media (max-width: NARROW_MAXpx) {
+  [data-testid="stMainBlockContainer"] { padding-left: 1.25rem; padding-right: 1.25rem; }
+  [data-testid="stHorizontalBlock"]:has([data-testid="stPlotlyChart"]) {
+    flex-direction: column; flex-wrap: nowrap; }
+  [data-testid="stHorizontalBlock"]:has([data-testid="stPlotlyChart"]) > [data-testid="stColumn"] {
+    width: 100% !important; min-width: 100% !important; flex: 1 1 auto !important; }
+  [data-testid="stHorizontalBlock"]:has([data-testid="stMetric"]) { flex-wrap: wrap; }
+  [data-testid="stHorizontalBlock"]:has([data-testid="stMetric"]) > [data-testid="stColumn"] {
+    min-width: calc(50% - 1rem) !important; }
+}
+</style>""".replace("NARROW_MAX", str(NARROW_PX - 1))
+
+# Streamlit's "auto" sidebar collapses only at <= 768 px; a projector or a split screen at
+# ~820 px loses ~300 px to it. Once per tab, below NARROW_PX and when the user has never opened
+# or closed it (no stSidebarCollapsed-* key in localStorage), close it, then forget that click
+# so that a wide window later opens with the sidebar again.
+_COLLAPSE_WHEN_NARROW = """<script>
+(() => {
+  if (window.__kdvizSidebarChecked || window.innerWidth >= NARROW_PX) return;
+  window.__kdvizSidebarChecked = true;
+  const keys = () => Object.keys(localStorage).filter(k => k.startsWith("stSidebarCollapsed-"));
+  if (keys().length) return;  // the user's own choice wins
+  let tries = 0;
+  const close = () => {
+    // the collapse button exists only while the sidebar is open
+    const button = document.querySelector('[data-testid="stSidebarCollapseButton"] button');
+    if (button) {
+      button.click();
+      setTimeout(() => keys().forEach(k => localStorage.removeItem(k)), 0);
+    } else if (++tries < 30) {
+      setTimeout(close, 100);
+    }
+  };
+  close();
+})();
+</script>""".replace("NARROW_PX", str(NARROW_PX))
 
 
 def _data_pickers(checkpoints) -> tuple[str, str]:
@@ -276,6 +351,7 @@ def _data_pickers(checkpoints) -> tuple[str, str]:
 def sidebar() -> None:
     """The shared controls. Called by app.py on every run, before the page."""
     st.html(_STYLE)
+    st.html(_COLLAPSE_WHEN_NARROW, unsafe_allow_javascript=True)
     cache.use_one_thread()
     own_data.apply_pending()
     checkpoints = cache.checkpoint_list()
