@@ -139,7 +139,7 @@ def test_default_view_picks_matching_checkpoints(home):
     assert at.selectbox(key="teacher").value == TEACHER  # "teacher" in the name
     assert at.selectbox(key="student").value == STUDENT
     assert at.selectbox(key="split").value == "test"
-    assert at.select_slider(key="T").value == 1.0
+    assert at.select_slider(key="T").value == 4.0  # the dark knowledge shows at once
 
 
 def test_temperature_slider_is_log_scale_from_quarter_to_hundred(home):
@@ -598,3 +598,14 @@ def test_class_similarity_at_many_classes_searches_and_zooms(many_classes):
         _ok(at)
     points = _chart(at, "sim_map")["data"]
     assert len(points) == 11  # the chosen class and its 10 nearest
+
+
+def test_switching_from_many_classes_to_few_keeps_every_page_working(many_classes):
+    at = _app(dataset="logits:many-t", teacher="many-t", student="many-s", T="4").run()
+    at.switch_page("kdviz/ui/class_similarity.py").run()
+    at.selectbox(key="row").set_value("c150").run()
+    _ok(at)
+    at.selectbox(key="dataset").set_value("digits").run()
+    _ok(at)
+    assert len(_trace(_chart(at, "sim_cell"), "matrix")["x"]) == 10  # the whole 10 x 10 matrix
+    assert at.selectbox(key="row").value in data.load_dataset("digits", "test").class_names
