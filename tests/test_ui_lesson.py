@@ -118,3 +118,64 @@ def test_step_five_switches_between_the_distilled_and_the_hard_label_student():
     assert "distilled" in figure(at)["layout"]["title"]["text"]
     at.segmented_control(key="lesson_student").set_value("hard labels").run()
     assert "hard labels" in figure(at)["layout"]["title"]["text"]
+
+
+def test_the_omitted_class_student_gets_a_bias_chosen_on_val(tmp_path):
+    from kdviz.data import load_dataset
+    from kdviz.engine import dataset_logits, fit
+
+    stem = tmp_path / "omit3"
+    cfg = lesson.live_config(
+        epochs=1,
+        arch="mlp-30-30",
+        device="cpu",
+        omit_classes=(3,),
+        out=str(stem),
+        transfer_fraction=0.3,
+    )
+    assert fit(cfg).status == "done"
+    models = lesson.omitted_models(str(stem))
+    plain, shifted = models.values()
+    bias = float((shifted - plain)[:, lesson.OMITTED].mean())
+    assert bias > 0 and torch.equal(
+        torch.cat([shifted[:, :3], shifted[:, 4:]], 1), torch.cat([plain[:, :3], plain[:, 4:]], 1)
+    )
+    # the bias makes the student predict a 3 on the val split about as often as 3s occur
+    val = dataset_logits(str(stem), "mnist5k", "val")
+    val[:, lesson.OMITTED] += bias
+    prior = float((load_dataset("mnist5k", "train").labels == 3).float().mean())
+    assert float((val.argmax(-1) == 3).float().mean()) == pytest.approx(prior, abs=0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_stray_workers")
+def test_the_live_steps_start_runs_and_chart_them(monkeypatch):
+    import time
+
+    from kdviz.runs import RunStore
+
+    monkeypatch.setattr(lesson, "LIVE_EPOCHS", 1)
+    monkeypatch.setattr(lesson, "LIVE_ARCH", "mlp-30-30")
+    monkeypatch.setenv("KDVIZ_MAX_RUNS", "2")
+    at = open_step(6)
+    at.button(key="lesson_start").click().run()
+    run_id = at.query_params["lesson_run"]
+    store = RunStore()
+    deadline = time.monotonic() + 120
+    while any(r.active for r in store.group(run_id)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [r.status for r in store.group(run_id)] == ["done", "done"]
+    at.run()
+    traces = figure(at)["data"]
+    assert {t["name"] for t in traces} == {"student", "baseline (hard labels)"}
+
+    at.query_params["step"] = "7"
+    at.run()
+    at.button(key="lesson_omit_start").click().run()
+    omit_id = at.query_params["lesson_omit"]
+    while store.get(omit_id).active and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.get(omit_id).config["omit_classes"] == [3]
+    at.run()
+    names = [t["name"] for t in figure(at)["data"]]
+    assert names[0] == "distilled student, all digits" and len(names) == 3

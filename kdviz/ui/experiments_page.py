@@ -25,6 +25,12 @@ from kdviz.runs import Run, RunStore
 POLL_S = 1.0  # live panel refresh while an experiment runs
 URL_KEY = "experiment"  # ?experiment=RUN_ID
 RATE_WORDS = ("accuracy", "agreement", "error", "share", "prior", "gain", "fraction")
+# A simple model of an experiment's cost on this machine (2 shared CPU cores, mnist5k's 4,000
+# training images), measured with the Distill page's runs: a run's fixed cost plus its epochs.
+EPOCH_S = 1.2  # one epoch of a 2x800 MLP
+RUN_S = 8.0  # a run's worker start, data, teacher logits and evaluation
+ARCH_COST = {"mlp": 1.0, "lenet": 3.0, "cnn-wide": 6.0, "resnet8": 15.0, "resnet20": 40.0}
+FULL_BY_DEFAULT_S = 300.0  # the size preselected is "full" only when it should take under this
 CHOICES = {  # settings shown as a select box: field -> options
     "size": ex.SIZES,
     "eval_split": ("test", "val"),
@@ -70,6 +76,63 @@ def progress_text(run: Run, rs: RunStore) -> str:
     if run.total_steps:
         return f"{run.message or 'starting'} ({run.step} of {run.total_steps} runs done)"
     return "Starting (loading data and the teacher)"
+
+
+def _arch_cost(arch: str) -> float:
+    return next((c for a, c in ARCH_COST.items() if str(arch).startswith(a)), 1.0)
+
+
+def model_seconds(settings: ex.Settings) -> tuple[float, int]:
+    """(seconds, trainings) by the simple model: every value of a swept setting (a tuple) and every
+    extra model (generations, members) is one more student per seed, each run costs RUN_S plus
+    its epochs; teachers trained here (``*_epochs`` settings) cost a LeNet's epochs."""
+    values = dataclasses.asdict(settings)
+    variants = 2  # a distilled student and its hard-label twin
+    for name, value in values.items():
+        if isinstance(value, (tuple, list)) and len(value) > 1:
+            variants += len(value) - 1
+        elif name in ("generations", "members") and isinstance(value, int):
+            variants += value
+    seeds = int(values.get("seeds") or 1)
+    epochs = int(values.get("epochs") or 1)
+    student = _arch_cost(values.get("student", "mlp"))
+    runs = variants * seeds
+    seconds = runs * (RUN_S + epochs * EPOCH_S * student)
+    for name, value in values.items():
+        if name.endswith("epochs") and name != "epochs" and isinstance(value, int) and value > 0:
+            runs += 1
+            seconds += RUN_S + value * EPOCH_S * _arch_cost(values.get("teacher_arch", "lenet"))
+    return seconds, runs
+
+
+def measured_seconds(rs: RunStore, name: str, size: str) -> list[float]:
+    """How long earlier finished runs of this experiment at this size took here."""
+    return [
+        r.finished - r.started
+        for r in rs.list_runs(kind="experiment", limit=50)
+        if r.status == "done" and r.started and r.finished
+        and r.config.get("experiment") == name and r.config.get("size") == size
+    ]  # fmt: skip
+
+
+def estimate_text(rs: RunStore, spec: ex.Experiment, size: str) -> tuple[float, str]:
+    """(seconds, "about 4 min on this machine (…)"): measured when it ran here before, else modelled."""
+    measured = measured_seconds(rs, spec.name, size)
+    if measured:
+        seconds = sum(measured) / len(measured)
+        how = f"the mean of {len(measured)} earlier run{'s' if len(measured) > 1 else ''} here"
+    else:
+        seconds, runs = model_seconds(spec.make_settings(size=size))
+        how = f"an estimate from a simple model of its ~{runs} trainings, not yet measured here"
+    return seconds, f"about {_duration(seconds)} on this machine ({how})"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(5, round(seconds / 5) * 5):.0f} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60):.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def similarity_frames(result: ex.ExperimentResult) -> dict[float, pd.DataFrame]:
@@ -119,19 +182,23 @@ def _field_widget(spec: ex.Experiment, size: str, field: dataclasses.Field, defa
     return st.text_input(label, key=key, help=hint)
 
 
-def settings_form(spec: ex.Experiment) -> ex.Settings | None:
+def settings_form(spec: ex.Experiment, rs: RunStore) -> ex.Settings | None:
     """Draw the settings of ``spec``; returns them when Start was pressed (None otherwise)."""
     size_key = f"exp_{spec.name}_size"
+    estimates = {size: estimate_text(rs, spec, size) for size in ex.SIZES}
+    # set here, not by index: the Re-run button sets it too. Full when it is quick enough here.
     st.session_state.setdefault(
-        size_key, "full"
-    )  # set here, not by index: the Re-run button sets it too
+        size_key, "full" if estimates["full"][0] <= FULL_BY_DEFAULT_S else "tiny"
+    )
     size = st.radio(
         "Size",
         ex.SIZES,
         horizontal=True,
         key=size_key,
-        help=f"tiny: seconds, to try it out ({ex.SMOKE_TEST}); full: the numbers of the README",
+        format_func=lambda z: f"{z} (~{_duration(estimates[z][0])})",
+        help=f"tiny: to try it out ({ex.SMOKE_TEST}); full: the numbers of the README",
     )
+    st.caption(f"{size.capitalize()}: {estimates[size][1]}.")
     if size == "tiny":
         st.caption(f"Note: {ex.SMOKE_TEST}. Use full for numbers worth comparing with a paper.")
     defaults = spec.make_settings(size=size)
@@ -259,6 +326,8 @@ def live_panel(run_id: str) -> None:
         st.warning(f"There is no experiment run {run_id!r}; it may have been deleted.")
         return
     children = [r for r in rs.group(run.id) if r.id != run.id]
+    if st.session_state.get("exp_shown_status", run.status) != run.status:
+        st.rerun()  # queued -> running -> done: the Results picker's label follows (full rerun)
     if run.active:
         st.progress(run.progress, text=progress_text(run, rs))
         for child in children:
@@ -311,7 +380,7 @@ def render() -> None:
     st.markdown(f"**{spec.question}** · {spec.paper}")
     open_form = st.session_state.pop("exp_form_open", False) or current is None
     with st.expander("Settings and Start", expanded=open_form):
-        settings = settings_form(spec)
+        settings = settings_form(spec, rs)
     if settings is not None:
         try:
             run = ex.start_experiment(spec.name, settings, store=rs)
@@ -341,6 +410,7 @@ def render() -> None:
         st.info("Pick an experiment, look at its settings and press Start.")
         return
     active = current is not None and current.active
+    st.session_state["exp_shown_status"] = current.status if current is not None else None
     st.fragment(live_panel, run_every=POLL_S if active else None)(run_id)
 
 
