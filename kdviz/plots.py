@@ -212,6 +212,8 @@ def set_soft_targets(fig: go.Figure, frame: pd.DataFrame, *, title: str | None =
         model, reference = trace.meta
         trace.y = probability[(model_col == model) & (reference_col == reference)]
         trace.name = f"{model_label(model)}, T = {_t(1.0 if reference else temperature)}"
+        if reference:  # at T = 1 the ticks sit on the bars' tops and would repeat their legend
+            trace.visible = temperature != 1.0
     fig.layout.title.text = title or f"Soft targets at T = {_t(temperature)} (ticks: T = 1)"
     if fig.layout.yaxis.type == "log":
         fig.layout.yaxis.range = _log_range(frame["probability"].to_numpy())
@@ -893,6 +895,8 @@ def reliability_diagram(
             {
                 "text": f"<b>{text}</b>", "x": x0 + width / 2, "xref": "paper", "y": 0.88,
                 "yref": "paper", "showarrow": False, "yanchor": "bottom",
+                # centred on its panel ("auto" anchors a paper x > 2/3 by its right end)
+                "xanchor": "center",
             }
         )  # fmt: skip
     layout = _layout(

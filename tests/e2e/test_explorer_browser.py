@@ -38,7 +38,7 @@ def _points(page, key: str, trace: int) -> list[tuple[float, float, object]]:
 
 
 def test_temperature_from_the_keyboard_changes_the_chart(server, page, screenshots):
-    page.goto(f"{server}/?{VIEW}")
+    page.goto(f"{server}/?{VIEW}&T=1")
     wait_idle(page)
     before = chart_data(page, "soft_bars")
     assert before[0]["name"] == "Teacher, T = 1"
