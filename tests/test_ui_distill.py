@@ -14,6 +14,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from kdviz import jobs
 from kdviz.engine import DistillConfig, TrainConfig, fit
 from kdviz.paths import REPO_ROOT, checkpoints_dir
 from kdviz.runs import RunStore
@@ -131,12 +132,14 @@ def test_runs_started_from_two_sessions_finish_one_after_the_other_and_reach_eve
 
     first.run()  # the rerun after the finish refreshes the pickers
     assert len(first.success) == 2 and "Finished 2 epochs" in first.success[0].value
-    assert len(first.get("plotly_chart")) == 4
+    assert len(first.get("plotly_chart")) == 4  # the split loss chart, accuracy, agreement, KL
+    # the sidebar lists only checkpoints that fit its data (mnist5k); these are digits students
+    first.toggle(key="all_checkpoints").set_value(True).run()
     for run in runs:
         name = f"{run.id}/student"
         assert name in first.selectbox(key="distill_teacher").options
-        assert name in first.selectbox(key="student").options  # the explorer's sidebar pickers
-        assert name in first.selectbox(key="teacher").options
+        for picker in ("student", "teacher"):  # the explorer's sidebar, marked "incompatible"
+            assert any(o.startswith(name) for o in first.selectbox(key=picker).options)
 
     # a reload (or a second tab) with the run id in the URL finds the same run
     again = open_page(DISTILL_PAGE, run_id=id1)
@@ -225,3 +228,91 @@ def test_checkpoint_zip_holds_the_pair(teacher):
     run = store.create_run({"kind": "train"}, name="t", checkpoint=str(stem))
     names = zipfile.ZipFile(io.BytesIO(runs_page.checkpoint_zip(run))).namelist()
     assert sorted(names) == ["t.json", "t.safetensors"]
+
+
+def test_a_starting_run_names_its_stage(monkeypatch):
+    store = RunStore()
+    run = store.create_run(DistillConfig(dataset="digits", epochs=3).to_dict(), pid=os.getpid())
+    store.claim_slot(run.id)
+    assert distill.progress_text(store.get(run.id), store) == "Student: stage 1/5: starting"
+    write = jobs.StageWriter(store, run.id)
+    write("loading data", 0, 0)
+    assert distill.progress_text(store.get(run.id), store) == "Student: stage 3/5: loading data"
+    write("teacher logits", 1024, 4500)
+    text = distill.progress_text(store.get(run.id), store)
+    assert text == "Student: stage 4/5: computing teacher logits 1,024/4,500 images"
+    write("teacher logits", 2048, 4500)  # within STAGE_EVERY_S of the last write: skipped
+    assert "1,024/4,500" in store.get(run.id).message
+    write("teacher logits", 4500, 4500)  # the end of a stage is always written
+    assert "4,500/4,500" in store.get(run.id).message
+    write("training", 0, 30)
+    assert distill.progress_text(store.get(run.id), store).endswith(
+        "stage 5/5: training: the first steps"
+    )
+    store.log_metrics(run.id, [], step=3, total_steps=30, epoch=0.3)  # the first step replaces it
+    assert "epoch 1/3 · step 3/30" in distill.progress_text(store.get(run.id), store)
+
+
+def test_fit_reports_its_stages_in_order(teacher):
+    seen: list[tuple[str, int, int]] = []
+    cfg = DistillConfig(
+        dataset="digits", arch="mlp-30-30", teacher=teacher, epochs=1, device="cpu", batch_size=64
+    )
+    fit(cfg, save=False, on_stage=lambda *stage: seen.append(stage))
+    names = [s[0] for s in seen]
+    assert names[0] == "loading data" and names[-1] == "training"
+    logits = [s for s in seen if s[0] == "teacher logits"]
+    total = logits[0][2]
+    assert logits[0][1] == 0 and logits[-1][1] == total > 0  # counts up to every image
+    assert [s[1] for s in logits] == sorted(s[1] for s in logits)
+    assert seen[-1][2] > 0  # training names its step count
+
+
+def _loss_rows(store: RunStore, run_id: str, kd: float, task: float) -> None:
+    rows = [(1, 0.5, "train/task_loss", task), (2, 1.0, "train/task_loss", task / 2)]
+    if kd:
+        rows += [(1, 0.5, "train/kd_loss", kd), (2, 1.0, "train/kd_loss", kd / 2)]
+    store.log_metrics(run_id, rows)
+
+
+def test_the_loss_chart_puts_soft_and_hard_terms_on_their_own_axes():
+    store = RunStore()
+    cfg = jobs.default_config()  # KD, T = 4, alpha = 0.9
+    student = store.create_run(cfg.to_dict(), role="student")
+    baseline = store.create_run(jobs.baseline_config(cfg).to_dict(), role="baseline")
+    _loss_rows(store, student.id, kd=15.0, task=0.2)  # 0.9 * 16 * KL and 0.1 * CE
+    _loss_rows(store, baseline.id, kd=0.0, task=2.0)  # the baseline's CE, weight 1
+    runs = [store.get(student.id), store.get(baseline.id)]
+    fig = distill.loss_figure(distill.metrics_frame(store, runs), runs)
+    by_name = {t.name: t for t in fig.data}
+    soft = by_name["student: soft term"]
+    assert soft.xaxis == "x" and list(soft.y) == [15.0, 7.5]
+    hard = by_name["student: cross-entropy"]
+    assert hard.xaxis == "x2" and list(hard.y) == pytest.approx([2.0, 1.0])  # 0.2 / (1 - 0.9)
+    base = by_name["baseline (hard labels): cross-entropy"]
+    assert base.xaxis == "x2" and list(base.y) == [2.0, 1.0]
+    assert "baseline (hard labels): soft term" not in by_name
+    assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]  # two panels side by side
+    assert "T²" in fig.layout.yaxis.title.text and "cross-entropy" in fig.layout.yaxis2.title.text
+    caption = distill.loss_caption(cfg.to_dict())
+    assert "T²" in caption and "Hinton" in caption and "0.9 × 16" in caption
+
+
+def test_a_single_point_is_drawn_with_its_marker():
+    store = RunStore()
+    run = store.create_run(jobs.default_config().to_dict(), role="student")
+    store.log_metrics(run.id, [(1, 0.1, "train/kd_loss", 9.0), (1, 0.1, "train/task_loss", 0.3)])
+    fig = distill.loss_figure(distill.metrics_frame(store, [run]), [run])
+    assert all("markers" in t.mode for t in fig.data)
+
+
+def test_a_run_cancelled_before_its_first_step_does_not_promise_curves(teacher):
+    store = RunStore()
+    cfg = jobs.default_config(teacher, dataset="digits", arch="mlp-30-30")
+    run = store.create_run(cfg.to_dict(), name="r", source="app")
+    store.finish(run.id, "cancelled", "Cancelled before its process started.")
+    at = open_page(DISTILL_PAGE, run_id=run.id)
+    captions = [c.value for c in at.caption]
+    assert "No curves: the run stopped before its first training step." in captions
+    assert not any("appear here" in c for c in captions)
+    assert any("Cancelled before" in w.value for w in at.warning)
