@@ -56,7 +56,7 @@ def values(y) -> torch.Tensor:
 def test_the_page_is_in_the_navigation_and_hides_the_sidebar():
     assert "Present" in [p.title for p in PAGES]
     at = open_step(None)
-    assert at.title[0].value.startswith("1. ") and at.query_params["step"] == "1"
+    assert at.title[0].value.startswith("1/") and at.query_params["step"] == "1"
     styles = " ".join(h.proto.body for h in at.get("html"))
     assert 'section[data-testid="stSidebar"]' in styles and "display: none" in styles
 
@@ -65,7 +65,7 @@ def test_the_page_is_in_the_navigation_and_hides_the_sidebar():
 def test_each_step_has_its_title_sentence_one_chart_and_its_url(step):
     at = open_step(step)
     spec = lesson.STEPS[step - 1]
-    assert at.title[0].value == f"{step}. {spec.title}"
+    assert at.title[0].value == f"{step}/{len(lesson.STEPS)} · {spec.title}"
     assert spec.sentence in [m.value for m in at.markdown]
     assert at.query_params["step"] == str(step)
     if step != 6:  # the live step draws its chart once a run exists (tested in test_ui_distill)
@@ -78,7 +78,7 @@ def test_next_and_back_move_the_step_and_the_url():
     at = open_step(1)
     assert at.button(key="lesson_back").disabled
     at.button(key="lesson_next").click().run()
-    assert at.query_params["step"] == "2" and at.title[0].value.startswith("2. ")
+    assert at.query_params["step"] == "2" and at.title[0].value.startswith("2/")
     at.button(key="lesson_next").click().run()
     at.button(key="lesson_back").click().run()
     assert at.query_params["step"] == "2"
@@ -87,8 +87,8 @@ def test_next_and_back_move_the_step_and_the_url():
 
 
 def test_out_of_range_steps_are_clamped():
-    assert open_step(99).title[0].value.startswith(f"{len(lesson.STEPS)}. ")
-    assert open_step(0).title[0].value.startswith("1. ")
+    assert open_step(99).title[0].value.startswith(f"{len(lesson.STEPS)}/")
+    assert open_step(0).title[0].value.startswith("1/")
 
 
 def test_the_temperature_slider_softens_the_teachers_bars():

@@ -36,8 +36,9 @@ T_CHOICES = tuple(t for t in analysis.TEMPERATURE_GRID if 1.0 <= t <= 50.0)
 _STYLE = """<style>
 section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"],
 [data-testid="stExpandSidebarButton"] { display: none !important; }
-[data-testid="stMainBlockContainer"] { max-width: 1280px; padding-top: 1.5rem; }
-[data-testid="stMainBlockContainer"] [data-testid="stMarkdownContainer"] p { font-size: 1.45rem; }
+[data-testid="stMainBlockContainer"] { max-width: 1280px; padding-top: 2.5rem; }
+[data-testid="stMainBlockContainer"] [data-testid="stMarkdown"] p { font-size: 1.45rem; }
+[data-testid="stMainBlockContainer"] button p { font-size: 1.15rem; }
 [data-testid="stMainBlockContainer"] h1 { font-size: 2.4rem; }
 [data-testid="stWidgetLabel"] p { font-size: 1.15rem !important; }
 </style>"""
@@ -144,17 +145,25 @@ def _go(step: int) -> None:
     st.query_params[URL_STEP] = str(min(max(step, 1), len(STEPS)))
 
 
-def _nav(step: int) -> None:
-    back, place, forward = st.columns([1, 3, 1], vertical_alignment="center")
+def _header(step: int, spec: Step) -> None:
+    """The title with Back / Next beside it: on a 720-pixel projector they stay on screen."""
+    title, back, forward = st.columns([6, 1, 1], vertical_alignment="center")
+    title.title(f"{step}/{len(STEPS)} · {spec.title}", anchor=False)
     back.button(
-        "← Back", key="lesson_back", on_click=_go, args=(step - 1,), disabled=step == 1,
-        shortcut="ArrowLeft", width="stretch",
+        "Back", key="lesson_back", on_click=_go, args=(step - 1,), disabled=step == 1,
+        shortcut="ArrowLeft", width="stretch", help="or the left arrow key",
     )  # fmt: skip
-    place.progress(step / len(STEPS), text=f"Step {step} of {len(STEPS)} · arrow keys move")
     forward.button(
-        "Next →", key="lesson_next", on_click=_go, args=(step + 1,),
+        "Next", key="lesson_next", on_click=_go, args=(step + 1,),
         disabled=step == len(STEPS), shortcut="ArrowRight", type="primary", width="stretch",
+        help="or the right arrow key",
     )  # fmt: skip
+
+
+def _big(fig, height: int = 400):
+    """Projector sizes: larger type, a bounded height (the whole step fits 1280x720)."""
+    fig.update_layout(height=height, font={"size": 16}, title_font_size=19)
+    return fig
 
 
 # ---------------------------------------------------------------------------- charts
@@ -170,7 +179,7 @@ def _bars(lesson: Lesson, index: int, temperature: float, models: dict[str, torc
         {name: logits[index] for name, logits in models.items()}, temperature, lesson.class_names
     )
     fig = plots.soft_target_bars(frame, log_y=log_y, title=title)
-    fig.update_layout(height=430, font={"size": 16})
+    _big(fig, 380)
     st.plotly_chart(fig, key="lesson_chart", config={"displayModeBar": False})
 
 
@@ -226,7 +235,7 @@ def step_dark_knowledge(lesson: Lesson) -> None:
         frame, temperature=temperature, highlight=(true, runner_up),
         title=f"Image #{index}: each class's probability as T moves (thick: {true} and {runner_up})",
     )  # fmt: skip
-    fig.update_layout(height=450, font={"size": 16})
+    _big(fig, 400)
     st.plotly_chart(fig, key="lesson_chart", config={"displayModeBar": False})
 
 
@@ -237,10 +246,10 @@ def step_similarity(lesson: Lesson) -> None:
     )
     t = analysis.format_temperature(temperature)
     fig = plots.matrix_heatmap(
-        analysis.off_diagonal(matrix), height=520,
+        analysis.off_diagonal(matrix), height=440,
         title=f"Mean soft target of the teacher per true class at T = {t} (diagonal left out)",
     )  # fmt: skip
-    st.plotly_chart(fig, key="lesson_chart", config={"displayModeBar": False})
+    st.plotly_chart(_big(fig, 440), key="lesson_chart", config={"displayModeBar": False})
 
 
 def step_student(lesson: Lesson) -> None:
@@ -312,7 +321,7 @@ def _live_chart(run_id: str) -> None:
         frame, [f"{split}/accuracy"], y_title="test accuracy",
         title="Test accuracy after each epoch: distilled student vs hard-label baseline",
     )  # fmt: skip
-    fig.update_layout(height=420, font={"size": 16})
+    _big(fig, 380)
     st.plotly_chart(fig, key="lesson_chart", config={"displayModeBar": False})
     if st.session_state.get("lesson_live") and not any(r.active for r in runs):
         st.session_state.pop("lesson_live")
@@ -385,7 +394,7 @@ def _omitted_chart(lesson: Lesson) -> None:
         frame, highlight=lesson.class_names[OMITTED],
         title=f"Test accuracy per digit (the {OMITTED}s outlined)",
     )  # fmt: skip
-    fig.update_layout(font={"size": 16})
+    _big(fig, 400)
     st.plotly_chart(fig, key="lesson_chart", config={"displayModeBar": False})
     if st.session_state.get("lesson_omit_live") and not (runs and runs[0].active):
         st.session_state.pop("lesson_omit_live")
@@ -412,7 +421,7 @@ def render() -> None:
     if st.query_params.get(URL_STEP) != str(step):
         st.query_params[URL_STEP] = str(step)  # every screen has its own link
     spec = STEPS[step - 1]
-    st.title(f"{step}. {spec.title}", anchor=False)
+    _header(step, spec)
     st.markdown(spec.sentence)
     try:
         lesson = lesson_data()
@@ -424,7 +433,6 @@ def render() -> None:
     if "lesson_error" in st.session_state:
         st.error(st.session_state.pop("lesson_error"))
     BODIES[step - 1](lesson)
-    _nav(step)
     st.page_link(
         "kdviz/ui/soft_targets.py", label="Leave the lesson (back to the explorer)",
         icon=":material/logout:",
