@@ -572,13 +572,18 @@ def metrics_frame(
 
 
 def with_kl(
-    frame: pd.DataFrame, teacher_logits: Tensor, student_logits: Tensor, temperature: float
+    frame: pd.DataFrame,
+    teacher_logits: Tensor,
+    student_logits: Tensor,
+    temperature: float,
+    kl: float | None = None,
 ) -> pd.DataFrame:
     """A metrics frame with the row KL(teacher || student) at T (mean over images) after
-    Top-1 agreement."""
+    Top-1 agreement; ``kl`` when it is known already (per_class_and_kl)."""
     from kdviz.scale import mean_kl  # chunked: 50,000 x 1,000 logits stay one copy
 
-    kl = mean_kl(teacher_logits, student_logits, temperature)
+    if kl is None:
+        kl = mean_kl(teacher_logits, student_logits, temperature)
     row = pd.DataFrame({TEACHER: [math.nan], STUDENT: [kl]}, index=[kl_label(temperature)])
     at = list(frame.index).index("Top-1 agreement") + 1 if "Top-1 agreement" in frame.index else 0
     out = pd.concat([frame.iloc[:at], row, frame.iloc[at:]])
@@ -617,7 +622,19 @@ def per_class_frame(
         frame: class, images, teacher_accuracy, student_accuracy, agreement, kl,
         teacher_p_true (mean at T), tckd, nckd, weight (1 - p_t), weighted_nckd.
     """
+    return per_class_and_kl(teacher_logits, student_logits, labels, temperature, class_names)[0]
+
+
+def per_class_and_kl(
+    teacher_logits: Tensor,
+    student_logits: Tensor,
+    labels: Tensor,
+    temperature: float,
+    class_names: Sequence[str],
+) -> tuple[pd.DataFrame, float]:
+    """(per_class_frame, mean KL(teacher || student) at T over all images) from one pass."""
     parts, p_true = _dkd_per_image(teacher_logits, student_logits, labels, temperature)
+    mean_kl = float(parts["kd"].double().mean()) if len(labels) else math.nan
     t_right = (teacher_logits.argmax(-1) == labels).double()
     s_right = (student_logits.argmax(-1) == labels).double()
     agree = (teacher_logits.argmax(-1) == student_logits.argmax(-1)).double()
@@ -641,7 +658,7 @@ def per_class_frame(
     grouped = grouped.reindex(range(len(class_names)))
     grouped["images"] = grouped["images"].fillna(0).astype(int)
     grouped.insert(0, "class", list(class_names))
-    return grouped.reset_index(drop=True)
+    return grouped.reset_index(drop=True), mean_kl
 
 
 def _dkd_per_image(

@@ -168,3 +168,20 @@ def test_calibration_temperature_chunked_matches_the_float64_search():
         assert got == pytest.approx(expected, rel=1e-5)
     perfect = 50.0 * torch.eye(50)[labels]  # right on every sample: the lower end
     assert soft.calibration_temperature_chunked(perfect, labels) == soft.MIN_CALIBRATION_TEMPERATURE
+
+
+def test_temperature_sweep_equals_the_direct_computation(table):
+    teacher, student, labels, names = table
+    temps = (1.0, 4.0)
+
+    def compute(t):
+        return analysis.per_class_and_kl(teacher, student, labels, t, names)
+
+    sweep = scale.TemperatureSweep(compute, temps).start(first=4.0)
+    assert sweep.done.wait(60) and sweep.ready() == 2
+    for t in (*temps, 2.0):  # 2.0 is not swept: computed on the caller's thread
+        frame, kl = sweep.get(t)
+        expected = analysis.per_class_frame(teacher, student, labels, t, names)
+        np.testing.assert_allclose(frame["kl"], expected["kl"], rtol=1e-12)
+        full = float(soft.kl_divergence(teacher.double(), student.double(), t).mean())
+        assert kl == pytest.approx(full, rel=1e-5)

@@ -447,24 +447,6 @@ def metrics_of(
     return analysis.metrics_frame(_teacher_logits, _student_logits, _labels, None)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def per_class_of(
-    teacher: tuple[str, float],
-    student: tuple[str, float],
-    spec: str,
-    split: str,
-    temperature: float,
-    class_names: tuple[str, ...],
-    _teacher_logits: torch.Tensor,
-    _student_logits: torch.Tensor,
-    _labels: torch.Tensor,
-) -> pd.DataFrame:
-    """analysis.per_class_frame at T from the view's logits."""
-    return analysis.per_class_frame(
-        _teacher_logits, _student_logits, _labels, temperature, class_names
-    )
-
-
 @st.cache_data(max_entries=64, show_spinner=False)
 def gallery_of(
     teacher: tuple[str, float],
@@ -496,3 +478,26 @@ def gallery_of(
     )
     differ = int((_teacher_logits.argmax(-1) != _student_logits.argmax(-1)).sum())
     return indices, differ
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def per_class_sweep(
+    teacher: tuple[str, float],
+    student: tuple[str, float],
+    spec: str,
+    split: str,
+    class_names: tuple[str, ...],
+    _teacher_logits: torch.Tensor,
+    _student_logits: torch.Tensor,
+    _labels: torch.Tensor,
+    _first: float = 1.0,
+) -> scale.TemperatureSweep:
+    """analysis.per_class_and_kl at every slider temperature, swept once per (teacher,
+    student, data) in a background thread: a few seconds per T at 50,000 x 1,000."""
+
+    def compute(temperature: float) -> tuple[pd.DataFrame, float]:
+        return analysis.per_class_and_kl(
+            _teacher_logits, _student_logits, _labels, temperature, class_names
+        )
+
+    return scale.TemperatureSweep(compute).start(first=_first)

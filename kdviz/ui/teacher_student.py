@@ -83,6 +83,7 @@ def _body(view: shell.View) -> None:
         teacher.logits,
         student.logits,
         view.temperature,
+        kl=_per_class_at_t(view)[1],
     )
     t_acc, s_acc = (
         metrics.loc["Accuracy", analysis.TEACHER],
@@ -164,18 +165,18 @@ def _body(view: shell.View) -> None:
             _disagreements(view)
 
 
+def _per_class_at_t(view: shell.View) -> tuple:
+    """(per-class frame, mean KL) at T: from the background sweep over the slider's
+    temperatures (one pass costs seconds at 50,000 x 1,000), computed now if not swept yet."""
+    sweep = cache.per_class_sweep(
+        view.teacher.ref, view.student.ref, view.spec, view.split, tuple(view.class_names),
+        view.teacher.logits, view.student.logits, view.labels, view.temperature,
+    )  # fmt: skip
+    return sweep.get(view.temperature)
+
+
 def _per_class_frame(view: shell.View):
-    return cache.per_class_of(
-        view.teacher.ref,
-        view.student.ref,
-        view.spec,
-        view.split,
-        view.temperature,
-        tuple(view.class_names),
-        view.teacher.logits,
-        view.student.logits,
-        view.labels,
-    )
+    return _per_class_at_t(view)[0]
 
 
 def _dkd(view: shell.View) -> None:
