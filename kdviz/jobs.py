@@ -663,6 +663,7 @@ def run_worker(run_id: str) -> int:
         return 0
     run = store.get(run_id)
     print(f"kdviz worker: run {run_id} started (pid {os.getpid()})", file=sys.stderr, flush=True)
+    _safe_stage(store, run_id, "loading PyTorch")  # the config's classes import torch
     try:
         cfg = config_from_dict(run.config)
         _limit_threads(cfg, run.max_running)

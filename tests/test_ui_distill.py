@@ -316,3 +316,16 @@ def test_a_run_cancelled_before_its_first_step_does_not_promise_curves(teacher):
     assert "No curves: the run stopped before its first training step." in captions
     assert not any("appear here" in c for c in captions)
     assert any("Cancelled before" in w.value for w in at.warning)
+
+
+def test_a_starting_run_shows_its_stage_and_empty_loss_axes(teacher):
+    store = RunStore()
+    cfg = jobs.default_config(teacher, dataset="digits", arch="mlp-30-30")
+    run = store.create_run(cfg.to_dict(), name="r", source="app", pid=os.getpid())
+    store.claim_slot(run.id)
+    store.update(run.id, message="computing teacher logits 512/1,797 images")
+    at = open_page(DISTILL_PAGE, run_id=run.id)
+    assert progress_texts(at) == ["Student: stage 4/5: computing teacher logits 512/1,797 images"]
+    assert "The curves appear here after the first training steps." in [c.value for c in at.caption]
+    assert len(at.get("plotly_chart")) == 1  # the loss axes, drawn before the first point
+    store.finish(run.id, "cancelled", "Cancelled at step 0 of 10.")

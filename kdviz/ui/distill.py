@@ -421,8 +421,8 @@ def pickers_changed() -> None:
 
 
 def _status_box(run: Run) -> None:
-    label = run_label(run).capitalize()
-    text = f"{label} ({run.name}): {run.message or run.status}"
+    label = run.name or run_label(run).capitalize()  # the name says KD or hard labels
+    text = f"{label}: {run.message or run.status}"
     if run.status == "done":
         st.success(text)
     elif run.status in ("failed", "diverged"):
@@ -460,12 +460,13 @@ def live_panel(run_id: str) -> None:
 
     split = cfg.get("eval_split", "test")
     frame = metrics_frame(rs, runs)
-    if frame.empty:
-        st.caption(
-            "The curves appear here after the first training steps."
-            if active
-            else "No curves: the run stopped before its first training step."
+    if frame.empty and not active:
+        st.caption("No curves: the run stopped before its first training step.")
+    elif frame.empty:  # empty axes now: the browser loads Plotly while the run starts
+        st.plotly_chart(
+            loss_figure(frame, runs), key="distill_loss", config={"displayModeBar": False}
         )
+        st.caption("The curves appear here after the first training steps.")
     else:
         _curves(frame, runs, split)
 
