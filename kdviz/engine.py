@@ -721,6 +721,8 @@ def fit(
             return {"loss": task, "task_loss": task, "kd_loss": torch.zeros((), device=y.device)}
 
     ddp.main_first_end()
+    # named before the optimiser: building the first one imports torch._dynamo (seconds)
+    stage("training", 0, math.ceil(len(labels) / cfg.batch_size) * cfg.epochs)
     optimizer = _make_optimizer(cfg, model, device)
     train_step = precision.make_train_step(
         ddp.wrap(model), loss_fn, optimizer, prec, loss_weight=ddp.loss_weight
@@ -766,7 +768,6 @@ def fit(
 
         progress = tqdm(total=total_steps, desc=name, unit="step", leave=False)
 
-    stage("training", 0, total_steps)
     step = 0
     running = torch.zeros(3, device=device)  # loss, kd_loss, task_loss summed since last log
     running_count = 0
