@@ -64,10 +64,19 @@ def model_label(model: str) -> str:
     return MODEL_LABELS.get(model, model)
 
 
+def _class_order(name: str) -> tuple:
+    return (0, int(name), name) if name.isdigit() else (1, 0, name)
+
+
 def class_colors(class_names: Sequence[str]) -> dict[str, str]:
-    """A stable colour per class: D3's 10 for up to 10 classes, Alphabet's 26 (cycled) beyond."""
-    palette = qualitative.D3 if len(class_names) <= 10 else qualitative.Alphabet
-    return {str(name): palette[i % len(palette)] for i, name in enumerate(class_names)}
+    """One colour per class on every page: D3's 10 for up to 10 classes, Alphabet's 26 (cycled)
+    beyond, given out in a fixed order of the names (numbers by value, then the rest
+    alphabetically), so the similarity graph, the PCA map and the curves agree whatever order
+    they list the classes in."""
+    names = [str(name) for name in class_names]
+    palette = qualitative.D3 if len(set(names)) <= 10 else qualitative.Alphabet
+    ordered = sorted(set(names), key=_class_order)
+    return {name: palette[i % len(palette)] for i, name in enumerate(ordered)}
 
 
 def _t(t: float) -> str:
@@ -594,7 +603,14 @@ def matrix_heatmap(
             colorscale=[[0.0, "#ffffff"], [1e-9, "#fde0c5"], [1.0, "#c0392b"]],
             text=np.where(shown, np.nan_to_num(values).astype(np.int64).astype(str), ""),
             texttemplate="%{text}",
-            colorbar={**colorbar, "title": {"text": "images"}},
+            # whole images: integer ticks (a 0..1 matrix of counts got 0, 0.2, 0.4 ...)
+            colorbar={
+                **colorbar,
+                "title": {"text": "images"},
+                "tickformat": "d",
+                "tick0": 0,
+                "dtick": max(1, math.ceil(float(np.nanmax(values, initial=1.0)) / 5)),
+            },
             hovertemplate=where + "%{z:.0f} images<extra></extra>",
         )
     else:

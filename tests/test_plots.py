@@ -276,3 +276,18 @@ def test_matrix_heatmap_light_dense_cells_for_tiles(matrix):
     assert "click to zoom" in cells.hovertemplate
     assert fig.layout.xaxis.tickangle == -90 and fig.layout.xaxis.tickfont.size == 9
     _json_ok(fig)
+
+
+def test_one_colour_per_class_whatever_the_order():
+    # the similarity graph lists classes in its circle's order, the PCA map in the data's
+    digits = [str(i) for i in range(10)]
+    shuffled = ["3", "7", "0", "9", "1", "4", "8", "2", "6", "5"]
+    assert plots.class_colors(shuffled) == plots.class_colors(digits)
+    assert plots.class_colors(digits)["0"] != plots.class_colors(digits)["1"]
+
+
+def test_count_heatmap_colour_bar_has_integer_ticks():
+    counts = pd.DataFrame([[0, 1], [1, 0]], index=["a", "b"], columns=["a", "b"])
+    fig = plots.matrix_heatmap(counts, title="confusions", kind="count")
+    bar = fig.data[0].colorbar
+    assert bar.tickformat == "d" and bar.dtick == 1 and bar.tick0 == 0
