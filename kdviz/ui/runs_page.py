@@ -43,6 +43,10 @@ def _distilled(run: Run) -> bool:
     return run.kind == "distill" and _method(run) != "hard labels"
 
 
+def _number(value) -> str:
+    return f"{float(value):g}" if isinstance(value, (int, float)) else ""
+
+
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: what the history table shows (and what the filters and sorts work on).
 
@@ -62,8 +66,9 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
                 "name": run.name or jobs.run_title(cfg),
                 "teacher": cfg.get("teacher", "") if run.kind == "distill" else "",
                 "method": _method(run),
-                "T": cfg.get("temperature") if soft and cfg.get("method") != "mse" else None,
-                "alpha": cfg.get("alpha") if soft else None,
+                # text, blank for hard labels (a number column would print "None")
+                "T": _number(cfg.get("temperature")) if soft and cfg.get("method") != "mse" else "",
+                "alpha": _number(cfg.get("alpha")) if soft else "",
                 "arch": cfg.get("arch", ""),
                 "dataset": cfg.get("dataset", ""),
                 "epochs": cfg.get("epochs"),
@@ -233,12 +238,12 @@ def render() -> None:
         key="runs_table",
         column_order=shown_columns(table),
         column_config={
-            "name": st.column_config.TextColumn("name", width="medium", pinned=True),
+            "name": st.column_config.TextColumn("name", width="medium"),
             "status": st.column_config.TextColumn("status", width="small"),
             "accuracy": st.column_config.NumberColumn(format="percent", width="small"),
             "agreement": st.column_config.NumberColumn(format="percent", width="small"),
-            "alpha": st.column_config.NumberColumn("α", width="small"),
-            "T": st.column_config.NumberColumn(width="small"),
+            "alpha": st.column_config.TextColumn("α", width="small"),
+            "T": st.column_config.TextColumn("T", width="small"),
             "transfer": st.column_config.NumberColumn(
                 format="percent", help="fraction of the training split"
             ),
