@@ -273,6 +273,8 @@ NARROW_PX = 1000
 _STYLE = """<style>
 [data-testid="stMainBlockContainer"] { padding-top: 2.2rem; padding-bottom: 3rem; }
 [data-testid="stMetricValue"] { font-size: clamp(1.5rem, 2.4vw, 2.25rem); }
+/* labels (checkboxes, toggles, metrics) wrap instead of ending in "…" */
+.stMarkdownEllipsis, .stMarkdownEllipsis p { white-space: normal; text-overflow: clip; }
 @media (max-width: NARROW_MAXpx) {
   [data-testid="stMainBlockContainer"] { padding-left: 1.25rem; padding-right: 1.25rem; }
   [data-testid="stHorizontalBlock"]:has([data-testid="stPlotlyChart"]) {
