@@ -260,7 +260,7 @@ def _check_cross(r, s):
     r_values = pairs["structure"].dropna()
     assert len(r_values) == len(pairs) and ((r_values >= -1) & (r_values <= 1)).all()
     assert pairs["gain_low"].notna().all()  # every pair has its paired interval
-    sims = r.extras["similarity"]
+    sims = r.extras["teacher_similarity"]  # not "similarity": the page draws that one per smoothing
     assert len(sims) == 3 * 10 * 10 and set(sims["teacher"]) == set(teachers["teacher"])
 
 

@@ -341,3 +341,44 @@ def test_settings_a_user_gets_wrong_fail_in_one_sentence_before_training(name, c
         ex.run_experiment(name, s, store=store)
     runs = store.list_runs()
     assert [r.status for r in runs] == ["failed"]  # only the experiment's own row, nothing trained
+
+
+def test_the_lab_page_shows_a_stored_cross_architecture_result():
+    """A result saved as the runner saves it (hand-made table, so nothing trains) shows with its
+    chart and tables; its teacher matrices must not be mistaken for label-smoothing ones."""
+    from streamlit.testing.v1 import AppTest
+
+    s = ex.make_settings("cross-architecture", **TINY)
+    table = _with_intervals(
+        pd.DataFrame(
+            {
+                "model": ["teacher", "student", "student, hard labels"],
+                "teacher": ["CNN: ens", "CNN: ens", ca.HARD],
+                "teacher_family": ["CNN", "CNN", ""],
+                "teacher_accuracy": [0.99, 0.99, np.nan],
+                "student": ["", "lenet", "lenet"],
+                "student_family": ["", "CNN", "CNN"],
+                "accuracy": [0.99, 0.97, 0.95],
+                "structure": [np.nan, 0.91, np.nan],
+                "structure_hard": [np.nan, 0.5, np.nan],
+                "gain": [np.nan, 0.02, np.nan],
+            }
+        )
+    )  # fmt: skip
+    matrix = torch.full((10, 10), 0.01) + 0.9 * torch.eye(10)
+    result = ex.ExperimentResult(
+        "cross-architecture", "Cross-architecture transfer", s.to_dict(), table,
+        ca.compare(s, table), "Two sentences. Here.",
+        extras={"teacher_similarity": ca._similarity_frame({"CNN: ens": matrix}, tuple("0123456789"))},  # noqa: E501
+    )  # fmt: skip
+    store = RunStore()
+    run = store.create_run({"kind": "experiment", "experiment": "cross-architecture", "settings": s.to_dict()}, status="running")  # fmt: skip  # noqa: E501
+    result.experiment_run = run.id
+    result.save(run.folder)
+    store.finish(run.id, "done", "ok")
+    at = AppTest.from_file(str(REPO_ROOT / "kdviz/ui/experiments_page.py"), default_timeout=60)
+    at.query_params["experiment"] = run.id
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="exp_name").value == "cross-architecture"
+    assert "structure" in at.dataframe[1].value.columns

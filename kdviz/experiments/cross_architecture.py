@@ -193,7 +193,7 @@ def cross_architecture(s: CrossArchSettings, runner: Runner) -> ExperimentResult
         "found that the most accurate teacher often is not the best one, and Mirzadeh et al. that "
         "a large teacher-student gap lowers what distillation gives."
     )
-    extras = {"similarity": _similarity_frame(matrices, test.class_names)}
+    extras = {"teacher_similarity": _similarity_frame(matrices, test.class_names)}
     return make_result(s, "cross-architecture", pd.DataFrame(rows), notice, extras=extras)
 
 
