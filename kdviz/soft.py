@@ -470,7 +470,11 @@ def calibration_temperature_chunked(
     Returns:
         T* as a float, in [MIN_CALIBRATION_TEMPERATURE, MAX_CALIBRATION_TEMPERATURE].
     """
-    logits, labels = _labelled(logits, labels)
+    all_in_range = (
+        labels.numel() and bool((labels >= 0).all()) and int(labels.max()) < logits.shape[-1]
+    )
+    if not (all_in_range and logits.shape[0] == labels.shape[0]):
+        logits, labels = _labelled(logits, labels)  # a copy: only when rows must go (or raise)
     if labels.numel() == 0:
         raise KdvizError("Temperature scaling needs labelled samples; pass a labelled split.")
     n = labels.numel()

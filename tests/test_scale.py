@@ -185,3 +185,19 @@ def test_temperature_sweep_equals_the_direct_computation(table):
         np.testing.assert_allclose(frame["kl"], expected["kl"], rtol=1e-12)
         full = float(soft.kl_divergence(teacher.double(), student.double(), t).mean())
         assert kl == pytest.approx(full, rel=1e-5)
+
+
+def test_calibration_temperature_chunked_leaves_out_unlabelled_rows():
+    from kdviz.errors import KdvizError
+
+    gen = torch.Generator().manual_seed(6)
+    labels = torch.randint(0, 5, (400,), generator=gen)
+    logits = torch.randn(400, 5, generator=gen) + 3.0 * torch.eye(5)[labels]
+    some = labels.clone()
+    some[::4] = -1
+    expected = soft.calibration_temperature(logits[some >= 0], labels[some >= 0])
+    assert soft.calibration_temperature_chunked(logits, some, chunk=64) == pytest.approx(
+        expected, rel=1e-5
+    )
+    with pytest.raises(KdvizError):
+        soft.calibration_temperature_chunked(logits, labels + 5)
