@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 import torch
 from plotly.basedatatypes import BaseFigure
+from streamlit.errors import StreamlitAPIException
 
 from kdviz import analysis, data, plots
 from kdviz.errors import KdvizError
@@ -99,10 +100,11 @@ def switch_to(file: str, query_params: dict[str, str] | None = None) -> None:
         if spec.file == file:
             # query_params={}: the default (None) would clear the URL itself and trip over the
             # widgets bound to it; the bound widgets put their values back on the new page.
-            st.switch_page(
-                st.Page(spec.path, title=spec.title, url_path=_url_path(spec)),
-                query_params=query_params or {},
-            )
+            page = st.Page(spec.path, title=spec.title, url_path=_url_path(spec))
+            try:
+                st.switch_page(page, query_params=query_params or {})
+            except StreamlitAPIException:  # a parameter still bound to a widget of this session
+                st.switch_page(page, query_params={})
 
 
 # --------------------------------------------------------------------------- sidebar

@@ -28,8 +28,9 @@ def render() -> None:
         "a model's confidence matches how often it is right."
     )
     if KEY_OPEN in st.session_state:  # a click in the disagreement gallery
-        st.session_state["image"] = st.session_state.pop(KEY_OPEN)
-        shell.switch_to("soft_targets.py")
+        index = st.session_state.pop(KEY_OPEN)
+        st.session_state["image"] = index
+        shell.switch_to("soft_targets.py", {"image": str(index)})  # a copied link keeps it
     shell.render_with_view(_body)
 
 

@@ -127,3 +127,25 @@ def test_plotly_slider_animates_in_the_browser(server, page, screenshots):
     # no rerun: the server was not asked
     assert page.locator("[data-testid=stApp][data-test-script-state=notRunning]").count() == 1
     page.screenshot(path=screenshots / "soft_targets_animation.png")
+
+
+def test_a_disagreement_click_opens_the_image_with_it_in_the_url(server, page):
+    page.goto(f"{server}/teacher-vs-student?{VIEW}&T=4")
+    wait_idle(page)
+    page.get_by_role("tab", name="Disagreements").click()
+    strip = page.locator("[class*=st-key-ts_disagree] .js-plotly-plot").first
+    strip.wait_for(timeout=60_000)
+    strip.scroll_into_view_if_needed()
+    wait_idle(page)
+    key = strip.evaluate("gd => gd.closest('[class*=st-key-ts_disagree]').className")
+    key = next(c for c in key.split() if c.startswith("st-key-"))[len("st-key-") :]
+    trace = page.evaluate(
+        "key => document.querySelector(`.st-key-${key} .js-plotly-plot`)._fullData"
+        ".findIndex(t => t.customdata)",
+        key,
+    )
+    x, y, index = _points(page, key, trace)[1]
+    page.mouse.click(x, y)
+    page.wait_for_url(f"**image={index}**", timeout=30_000)
+    wait_idle(page)
+    assert page.locator(".st-key-image input").input_value() == str(index)

@@ -42,6 +42,10 @@ MEASURE = """() => {
         titles,
         cutMetrics: metrics.filter(m => cut(m) || Array.from(m.querySelectorAll('*')).some(cut))
             .map(named),
+        cutLabels: Array.from(document.querySelectorAll(
+                open ? 'main .stMarkdownEllipsis, [data-testid=stSidebar] .stMarkdownEllipsis'
+                    : 'main .stMarkdownEllipsis'))
+            .filter(l => l.getBoundingClientRect().width > 0 && cut(l)).map(named),
         cutButtons: buttons.filter(b => cut(b) || Array.from(b.querySelectorAll('p')).some(cut))
             .map(named),
         sidebarOpen: open,
@@ -80,6 +84,7 @@ def _problems(found: dict, width: int) -> list[str]:
         problems.append(f"scrolls sideways: {found['scroll']} px wide in a {found['inner']} window")
     problems += [f"metric cut off: {m!r}" for m in found["cutMetrics"]]
     problems += [f"button cut off: {b!r}" for b in found["cutButtons"]]
+    problems += [f"label cut off: {b!r}" for b in found["cutLabels"]]
     for i, chart in enumerate(found["charts"]):
         if chart["l"] < -1 or chart["r"] > found["inner"] + 1:
             problems.append(f"chart {i} outside the window: {chart['l']:.0f}..{chart['r']:.0f}")
