@@ -20,7 +20,7 @@ from e2e.kdviz_tiny import STUDENT, TEACHER, copy_checkpoints, make_tiny_checkpo
 from streamlit.testing.v1 import AppTest
 
 from kdviz import analysis, data, engine, paths, soft
-from kdviz.ui import PAGES
+from kdviz.ui import PAGES, shell
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 VIEW = {"dataset": "digits", "teacher": TEACHER, "student": STUDENT}
@@ -126,7 +126,7 @@ def test_no_checkpoint_says_how_to_make_one(kdviz_home, tmp_path, monkeypatch):
     assert not at.exception
     text = " ".join(i.value for i in at.info)
     assert "make pretrained" in text and "kdviz train" in text
-    assert at.select_slider(key="T").value == 1.0  # the sidebar still works
+    assert at.select_slider(key="T").value == shell.DEFAULT_T  # the sidebar still works
     for page in ("kdviz/ui/class_similarity.py", "kdviz/ui/teacher_student.py"):
         at.switch_page(page).run()
         assert not at.exception and "make pretrained" in " ".join(i.value for i in at.info)
