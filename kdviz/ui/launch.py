@@ -13,13 +13,18 @@ CONFIG_FILE = Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml"
 
 
 def _warm_up_app() -> None:
-    """Import torch and the pages' modules, and read the default dataset, while the browser
-    is still loading the front end: the first page view then starts with all of it in memory."""
+    """Import torch and the pages' modules, read the default dataset and put the default view's
+    logits in the on-disk cache, while the browser is still loading the front end: the first
+    page view then starts with all of it in memory or on disk."""
     try:
-        import kdviz.ui.shell  # noqa: F401  (torch, plotly, pandas, the analysis modules)
+        import kdviz.ui.soft_targets  # noqa: F401  (torch, plotly, pandas, the analysis modules)
         from kdviz.data import load_dataset
+        from kdviz.engine import dataset_logits
+        from kdviz.ui import shell
 
-        load_dataset("mnist5k", "test")
+        load_dataset(shell.DEFAULT_DATASET, shell.DEFAULT_SPLIT)
+        for name in (shell.DEFAULT_TEACHER, shell.DEFAULT_STUDENT):
+            dataset_logits(name, shell.DEFAULT_DATASET, shell.DEFAULT_SPLIT)
     except Exception:  # warming up is only an optimisation; the page reports real errors
         pass
 
