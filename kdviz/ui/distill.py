@@ -444,9 +444,9 @@ def live_panel(run_id: str) -> None:
     student = runs[0]
     cfg = student.config
     st.caption(
-        f"{cfg.get('method', 'train')} · T={cfg.get('temperature', '-')} · "
-        f"alpha={cfg.get('alpha', '-')} · teacher {cfg.get('teacher', '-')} → student "
-        f"{cfg.get('arch')} on {cfg.get('dataset')} · device {student.device or '?'}"
+        f"{jobs.method_label(cfg)} · teacher {cfg.get('teacher', '-')} → student "
+        f"{cfg.get('arch')} on {cfg.get('dataset')}, {cfg.get('epochs')} epochs · "
+        f"device {student.device or '?'}"
     )
     for r in runs:
         if r.status in ACTIVE:
