@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdviz import distributed, precision, soft, stats
+from kdviz import distributed, logit_cache, precision, soft, stats
 from kdviz.data import Dataset, load_dataset, normalize
 from kdviz.errors import KdvizError
 from kdviz.losses import create_loss
@@ -680,7 +680,7 @@ def fit(
 
     ddp.main_first_begin()  # rank 0 fills the teacher-logit cache; the other ranks then read it
     teacher = teacher_card = teacher_logits_all = eval_teacher_logits = weights_all = None
-    t_mean = t_std = None
+    t_mean = t_std = streamed = None  # streamed: a sharded, memory-mapped teacher-logit cache
     if distilling:
         if load_card(cfg.teacher).kind == "logits":  # a table: no model, no eval-split logits
             raw = _logits_table_teacher(cfg)
@@ -698,7 +698,14 @@ def fit(
             t_mean = torch.tensor(teacher_card.mean, device=device).view(1, -1, 1, 1)
             t_std = torch.tensor(teacher_card.std, device=device).view(1, -1, 1, 1)
             raw = None
-            if not augmented:  # the transfer set is fixed: teacher logits once, cached on disk
+            big = logit_cache.should_shard(len(train_ds), teacher_card.num_classes)
+            if not augmented and big and teacher_transform is None and sample_weight is None:
+                # too large to hold: shards on disk, each batch's rows read from them per step
+                streamed = logit_cache.sharded_model_logits(
+                    teacher, teacher_card, train_ds, device=device, fingerprint=t_print,
+                    on_batch=lambda done, _n: stage("teacher logits", len(eval_ds) + done, todo),
+                )  # fmt: skip
+            elif not augmented:  # the transfer set is fixed: teacher logits once, cached on disk
                 raw = model_logits(
                     teacher, teacher_card, train_ds, device=device, fingerprint=t_print,
                     on_batch=lambda done, _n: stage("teacher logits", len(eval_ds) + done, todo),
@@ -795,6 +802,8 @@ def fit(
             if distilling:
                 if teacher_logits_all is not None:
                     t_logits = teacher_logits_all[batch]
+                elif streamed is not None:  # training-split rows idx[batch] from the shards
+                    t_logits = streamed.take(idx[batch.cpu()], device)
                 else:
                     with torch.inference_mode(), prec.autocast():
                         t_logits = teacher((xb01 - t_mean) / t_std).float()
@@ -848,6 +857,7 @@ def fit(
                 "step": step,
                 "elapsed": time.perf_counter() - started,
                 "train_seconds": train_seconds,
+                "images_per_s": n / train_seconds if train_seconds > 0 else 0.0,
                 "split": cfg.eval_split,
             }
         )
