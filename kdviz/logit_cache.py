@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -92,7 +93,9 @@ class ShardedLogits:
         first, last = start // self.shard_rows, max(start, stop - 1) // self.shard_rows
         if first == last:
             base = first * self.shard_rows
-            return torch.from_numpy(self.shards[first][start - base : stop - base])
+            with warnings.catch_warnings():  # read-only on purpose: nothing writes the cache
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.from_numpy(self.shards[first][start - base : stop - base])
         return self.take(np.arange(start, stop))
 
     def materialize(self) -> torch.Tensor:
