@@ -2,9 +2,13 @@
 
     python pretrained/make_pretrained.py            # everything (about 15-25 min on 2 CPU cores)
     python pretrained/make_pretrained.py --only digits
-    python pretrained/make_pretrained.py --table    # print the validation table from the cards
+    python pretrained/make_pretrained.py --table    # the tables: models, CV choices, levers
+    python pretrained/make_pretrained.py --cv       # choose the students' settings by 5-fold CV
+    python pretrained/make_pretrained.py --only variants   # the augmented and omit-3 students
 
-Model choices and temperatures are picked on the validation split only; the test split is
+The students' temperatures and settings are chosen by 5-fold cross-validation over the 4,500
+non-test images (pretrained/select_cv.py; every trial in trials.json under "cv"); the shipped
+students are then trained on `train` and reported on `val` and `test`. The test split is
 reported, never tuned to. The metrics go into each checkpoint's JSON card.
 """
 
@@ -17,10 +21,24 @@ import sys
 import time
 from pathlib import Path
 
-from kdviz.engine import DistillConfig, TrainConfig, evaluate, fit
-from kdviz.models import ModelCard, load_card, save_card, save_ensemble_card
+import torch
+
+from kdviz import stats
+from kdviz.data import load_dataset
+from kdviz.engine import DistillConfig, TrainConfig, dataset_logits, evaluate, fit
+from kdviz.experiments.transforms import bias_for_share
+from kdviz.models import (
+    ModelCard,
+    load_card,
+    load_checkpoint,
+    save_card,
+    save_checkpoint,
+    save_ensemble_card,
+)
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import select_cv  # noqa: E402  (pretrained/ is a folder of scripts, not a package)
 
 # The mnist5k teacher: an ensemble of wide CNNs trained with affine augmentation and dropout
 # (Hinton distilled an ensemble too). Each member differs only in its seed.
@@ -212,6 +230,124 @@ def make_digits() -> None:
     _finish_card("digits-student", teacher=str(HERE / "digits-teacher"))
 
 
+# ---------------------------------------------------------------------------- CV choices
+STUDENTS = {"mlp800": "mnist5k-mlp800-distilled", "mlp30": "mnist5k-mlp30-distilled"}
+
+
+def _candidate(values: dict) -> select_cv.Candidate:
+    keys = ("temperature", "alpha", "epochs", "lr")
+    return select_cv.Candidate(**{k: values[k] for k in keys}, copies=values.get("copies", 0))
+
+
+def cv_students() -> None:
+    """Run the CV search (resuming from trials.json); retrain a shipped student whose settings
+    differ from CV's choice (same name, same protocol: trained on train, reported on val/test)."""
+    global FORCE
+    for student, name in STUDENTS.items():
+        best = select_cv.run(student, select_cv.GRIDS[student][1])
+        trial = select_cv.cv_trials(student)[best]
+        chosen = _candidate(trial)
+        arch = select_cv.GRIDS[student][0]
+        if _candidate(load_card(HERE / name).training) != chosen:
+            _log(f"{name}: CV chose {best}; retraining it")
+            cfg = DistillConfig(
+                **{**MLP_CFG, "epochs": chosen.epochs, "lr": chosen.lr},
+                arch=arch,
+                teacher="mnist5k-teacher",
+                temperature=chosen.temperature,
+                alpha=chosen.alpha,
+            )
+            force, FORCE = FORCE, True
+            _run(cfg, name)
+            FORCE = force
+        card = load_card(HERE / name)
+        lo, hi = trial["cv_interval"]
+        card.training["chosen_by"] = (
+            f"5-fold stratified CV over the 4,500 non-test images (pretrained/select_cv.py): "
+            f"{best}, CV accuracy {trial['cv_accuracy']:.2%} ({lo:.2%}-{hi:.2%})"
+        )
+        save_card(card, HERE / name)
+        _finish_card(name, teacher=str(HERE / "mnist5k-teacher"))
+
+
+# ---------------------------------------------------------------------------- variants
+AUG_NAME = "mnist5k-mlp800-distilled-aug"  # the larger transfer set (teacher-labelled copies)
+OMIT_NAME = "mnist5k-mlp800-omit3-bias"  # Hinton's omitted-3 student, its 3-bias raised
+OMITTED = 3
+
+
+def make_aug_student() -> None:
+    """The 2 x 800 student, un-augmented itself, taught on the 4,000 train images plus affine
+    copies of them labelled only by the teacher (select_cv.AUG_GRID's candidate)."""
+    if not FORCE and (HERE / f"{AUG_NAME}.json").exists():
+        _log(f"{AUG_NAME}: already trained, kept (--force retrains)")
+        return
+    torch.set_num_threads(1)
+    cand = select_cv.AUG_GRID[0]
+    pool = select_cv.load_pool()
+    n_train = len(load_dataset("mnist5k", "train"))  # the pool starts with the train split
+    x, t, y = select_cv.transfer_set(
+        pool, torch.arange(n_train), cand.copies, select_cv.augmented_copies(pool, cand.copies)
+    )
+    model = select_cv.train_student("mlp-800-800", x, t, y, cand)
+    base = load_card(HERE / "mnist5k-mlp800-distilled")
+    cfg = DistillConfig(
+        **{**MLP_CFG, "epochs": cand.epochs, "lr": cand.lr},
+        arch="mlp-800-800",
+        teacher="mnist5k-teacher",
+        temperature=cand.temperature,
+        alpha=cand.alpha,
+        device="cpu",
+        name=AUG_NAME,
+    )
+    trial = select_cv.cv_trials("mlp800").get(cand.key, {})
+    card = dataclasses.replace(
+        base,
+        name=AUG_NAME,
+        training={
+            **cfg.to_dict(),
+            "transfer_size": len(y),
+            "transfer": f"the {n_train} train images (hard labels + soft targets) and "
+            f"{cand.copies} affine copies of each, labelled only by the teacher (soft targets)",
+            "chosen_by": f"5-fold CV {cand.key}: {trial.get('cv_accuracy', float('nan')):.2%}",
+        },
+        metrics={"epochs_completed": cand.epochs},
+    )
+    save_checkpoint(model, card, HERE / AUG_NAME)
+    _finish_card(AUG_NAME, teacher=str(HERE / "mnist5k-teacher"))
+
+
+def make_omit3() -> None:
+    """Hinton et al.'s omitted class: 2 x 800 distilled at T = 20 with every 3 left out of the
+    transfer set, then its 3 output bias raised until the share of 3s it predicts on the val
+    split matches the 3s' share of the training set (no label of val or test is used)."""
+    cfg = DistillConfig(
+        **MLP_CFG,
+        arch="mlp-800-800",
+        teacher="mnist5k-teacher",
+        temperature=20.0,
+        alpha=0.9,
+        omit_classes=(OMITTED,),
+    )
+    _run(cfg, OMIT_NAME)
+    stem = HERE / OMIT_NAME
+    if "omitted_class_bias" not in load_card(stem).training:
+        model, card = load_checkpoint(stem)
+        val = load_dataset("mnist5k", "val")
+        prior = float((load_dataset("mnist5k", "train").labels == OMITTED).float().mean())
+        with torch.no_grad():
+            bias = bias_for_share(model(val.normalized()), OMITTED, prior)
+            model.head.bias[OMITTED] += bias  # the correction, baked into the checkpoint
+        card.training["omitted_class_bias"] = bias
+        card.training["bias_chosen_by"] = (
+            f"share of predicted {OMITTED}s on the unlabelled val split = their share of train "
+            f"({prior:.3f})"
+        )
+        save_checkpoint(model, card, stem)
+    _finish_card(OMIT_NAME, teacher=str(HERE / "mnist5k-teacher"))
+
+
+# ---------------------------------------------------------------------------- tables
 SHIPPED = [
     "mnist5k-teacher",
     "mnist5k-mlp800-baseline",
@@ -221,15 +357,24 @@ SHIPPED = [
     "digits-teacher",
     "digits-student",
 ]
+VARIANTS = [AUG_NAME, OMIT_NAME]
+
+
+def _acc_ci(m: dict, split: str) -> str:
+    """'97.40% (95.6–98.5)': the card's accuracy with the Wilson interval of its counts."""
+    n = m[f"{split}_n"]
+    low, high = stats.wilson_interval(n - m[f"{split}_errors"], n)
+    return f"{m[f'{split}_accuracy']:.2%} ({stats.format_interval(low, high)})"
 
 
 def table() -> str:
-    """A Markdown table of the shipped models' numbers, read from their cards."""
+    """A Markdown table of the shipped models' numbers, read from their cards; accuracies with
+    their 95% Wilson intervals over the split's images."""
     rows = [
-        "| checkpoint | architecture | val acc | val errors | test acc | test errors | val NLL | val ECE |",
+        "| checkpoint | architecture | val acc (95% CI) | val errors | test acc (95% CI) | test errors | val NLL | val ECE |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name in SHIPPED:
+    ]  # fmt: skip
+    for name in SHIPPED + VARIANTS:
         path = HERE / f"{name}.json"
         if not path.exists():
             continue
@@ -237,16 +382,97 @@ def table() -> str:
         m = card.metrics
         arch = card.arch if card.kind != "ensemble" else f"ensemble of {len(card.members)}"
         rows.append(
-            f"| {name} | {arch} | {m['val_accuracy']:.2%} | {m['val_errors']}/{m['val_n']} "
-            f"| {m['test_accuracy']:.2%} | {m['test_errors']}/{m['test_n']} "
+            f"| {name} | {arch} | {_acc_ci(m, 'val')} | {m['val_errors']}/{m['val_n']} "
+            f"| {_acc_ci(m, 'test')} | {m['test_errors']}/{m['test_n']} "
             f"| {m['val_nll']:.3f} | {m['val_ece']:.3f} |"
         )
     return "\n".join(rows)
 
 
+def cv_table() -> str:
+    """Every CV trial in trials.json: mean held-out accuracy over the 5 folds with its t-interval,
+    and the pooled 4,500 held-out predictions' Wilson interval; the chosen one marked."""
+    rows = [
+        "| student | T | alpha | epochs | lr | teacher-labelled copies | CV accuracy (t-interval over 5 folds) | pooled (Wilson) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]  # fmt: skip
+    for student in select_cv.GRIDS:
+        trials = select_cv.cv_trials(student)
+        plain = {k: v for k, v in trials.items() if not v.get("copies")}
+        best = select_cv.best_trial(plain) if plain else None
+        for key, t in trials.items():
+            mark = " **(chosen)**" if key == best else ""
+            lo, hi = t["cv_interval"]
+            plo, phi = t["pooled_wilson"]
+            rows.append(
+                f"| {select_cv.GRIDS[student][0]} | {t['temperature']:g} | {t['alpha']:g} "
+                f"| {t['epochs']} | {t['lr']:g} | {t.get('copies', 0)} "
+                f"| {t['cv_accuracy']:.2%} ({stats.format_interval(lo, hi, 2)}){mark} "
+                f"| {stats.format_interval(plo, phi, 2)} |"
+            )
+    return "\n".join(rows)
+
+
+def _test_right(name: str) -> torch.Tensor:
+    return stats.correct_vector(
+        dataset_logits(str(HERE / name), "mnist5k", "test"), load_dataset("mnist5k", "test").labels
+    )
+
+
+def levers_table() -> str:
+    """What each 2 x 800 lever gives on the 500 test images: the paired (Newcombe) interval of
+    student - baseline, and the share of the baseline-to-teacher gap it closes (the interval
+    scaled by the measured gap), then the omitted-3 student's test 3s before/after its bias."""
+    base = _test_right("mnist5k-mlp800-baseline")
+    gap = float(_test_right("mnist5k-teacher").float().mean() - base.float().mean())
+    rows = [
+        "| 2 x 800 student | test acc (95% CI) | - baseline (paired 95% CI) | gap closed (95% CI) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in ("mnist5k-mlp800-distilled", AUG_NAME):
+        if not (HERE / f"{name}.json").exists():
+            continue
+        right = _test_right(name)
+        d = stats.paired_difference(right, base)
+        acc = stats.format_accuracy(float(right.float().mean()), len(right), 2)
+        rows.append(
+            f"| {name} | {acc} | {100 * d.diff:+.1f} pts ({100 * d.low:+.1f} to {100 * d.high:+.1f}) "
+            f"| {d.diff / gap:.0%} ({d.low / gap:.0%} to {d.high / gap:.0%}) |"
+        )
+    if (HERE / f"{OMIT_NAME}.json").exists():
+        rows += ["", *omit3_lines()]
+    return "\n".join(rows)
+
+
+def omit3_lines() -> list[str]:
+    """The omitted-3 student's test 3s right before and after the bias, with Wilson intervals."""
+    logits = dataset_logits(str(HERE / OMIT_NAME), "mnist5k", "test")
+    labels = load_dataset("mnist5k", "test").labels
+    bias = load_card(HERE / OMIT_NAME).training["omitted_class_bias"]
+    is3 = labels == OMITTED
+    out = [
+        f"| {OMIT_NAME} | test {OMITTED}s right (95% CI) | test accuracy (95% CI) |",
+        "| --- | --- | --- |",
+    ]
+    for stage, b in ((f"before the bias (its {OMITTED} logit - {bias:.2f})", -bias), ("after the bias", 0.0)):  # fmt: skip
+        shifted = logits.clone()
+        shifted[:, OMITTED] += b
+        pred = shifted.argmax(-1)
+        k, n = int((pred[is3] == OMITTED).sum()), int(is3.sum())
+        lo, hi = stats.wilson_interval(k, n)
+        acc = stats.format_accuracy(float((pred == labels).float().mean()), len(labels), 2)
+        out.append(f"| {stage} | {k}/{n} = {k / n:.1%} ({stats.format_interval(lo, hi)}) | {acc} |")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["teacher", "students", "digits"], default=None)
+    parser.add_argument(
+        "--only", choices=["teacher", "students", "digits", "variants"], default=None
+    )
+    parser.add_argument(
+        "--cv", action="store_true", help="choose the students' settings by 5-fold CV and stop"
+    )
     parser.add_argument("--table", action="store_true", help="print the results table and stop")
     parser.add_argument(
         "--refresh-cards",
@@ -263,6 +489,8 @@ def main() -> None:
             if (HERE / f"{name}.json").exists():
                 teacher = load_card(HERE / name).training.get("teacher")
                 _finish_card(name, teacher=teacher and str(HERE / Path(teacher).name))
+    elif args.cv:
+        cv_students()
     elif not args.table:
         if args.only in (None, "digits"):
             make_digits()
@@ -270,7 +498,12 @@ def main() -> None:
             make_teacher()
         if args.only in (None, "students"):
             make_students()
+        if args.only in (None, "variants"):
+            make_aug_student()
+            make_omit3()
     print(table())
+    if args.table:
+        print("\n" + cv_table() + "\n\n" + levers_table())
 
 
 if __name__ == "__main__":
