@@ -89,6 +89,13 @@ def _problems(found: dict, width: int) -> list[str]:
         if chart["l"] < -1 or chart["r"] > found["inner"] + 1:
             problems.append(f"chart {i} outside the window: {chart['l']:.0f}..{chart['r']:.0f}")
     for i, titles in enumerate(found["titles"]):
+        chart = found["charts"][i]
+        problems += [
+            f"chart {i}: {t['text']!r} runs out of its chart ({t['l']:.0f}..{t['r']:.0f} in "
+            f"{chart['l']:.0f}..{chart['r']:.0f})"
+            for t in titles
+            if t["l"] < chart["l"] - 2 or t["r"] > chart["r"] + 2
+        ]
         for j, a in enumerate(titles):
             problems += [
                 f"chart {i}: {a['text']!r} overlaps {b['text']!r}"
