@@ -403,6 +403,8 @@ class MetricsWriter:
         for key in ("accuracy", "nll", "ece", "agreement", "kl"):
             if key in m:
                 self.rows.append((step, epoch, f"{self.split}/{key}", m[key]))
+        if "images_per_s" in m:  # the epoch's training speed (the Distill page shows it)
+            self.rows.append((step, epoch, "train/images_per_s", m["images_per_s"]))
         self.progress["epoch"] = epoch
         self.flush()
 

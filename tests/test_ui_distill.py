@@ -132,6 +132,10 @@ def test_runs_started_from_two_sessions_finish_one_after_the_other_and_reach_eve
 
     first.run()  # the rerun after the finish refreshes the pickers
     assert len(first.success) == 2 and "Finished 2 epochs" in first.success[0].value
+    speed = [c.value for c in first.caption if "images/s" in c.value]
+    student = store.get(id1)  # its last epoch: transfer images / that epoch's training seconds
+    assert student.metrics["images_per_s"] > 0
+    assert speed and f"student {student.metrics['images_per_s']:,.0f} images/s" in speed[0]
     assert len(first.get("plotly_chart")) == 4  # the split loss chart, accuracy, agreement, KL
     # the sidebar lists only checkpoints that fit its data (mnist5k); these are digits students
     first.toggle(key="all_checkpoints").set_value(True).run()
@@ -329,3 +333,45 @@ def test_a_starting_run_shows_its_stage_and_empty_loss_axes(teacher):
     assert "The curves appear here after the first training steps." in [c.value for c in at.caption]
     assert len(at.get("plotly_chart")) == 1  # the loss axes, drawn before the first point
     store.finish(run.id, "cancelled", "Cancelled at step 0 of 10.")
+
+
+def test_the_device_and_precision_pickers(monkeypatch):
+    import torch
+
+    at = open_page(DISTILL_PAGE)
+    devices = distill.device_options()
+    picker = at.selectbox(key="distill_device")
+    assert picker.options == list(devices.values()) and picker.value == "auto"
+    assert f"CPU ({os.cpu_count()} cores)" in picker.options
+    for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        assert f"GPU {i}: {torch.cuda.get_device_name(i)}" in picker.options
+    precision = at.selectbox(key="distill_precision")
+    assert precision.value == "auto" and len(precision.options) == 4
+    assert not at.button(key="distill_start").disabled
+
+    at.selectbox(key="distill_device").set_value("cpu")
+    at.selectbox(key="distill_precision").set_value("fp16").run()
+    assert [e.value for e in at.error] == [distill.precision_problem("cpu", "fp16")]
+    assert "fp16 training needs a CUDA GPU" in at.error[0].value
+    assert at.button(key="distill_start").disabled  # refused before Start, not after
+    at.selectbox(key="distill_precision").set_value("bf16").run()  # bf16 autocast runs on CPU
+    assert not at.error and not at.button(key="distill_start").disabled
+
+
+def test_a_run_shows_its_images_per_second_running_and_finished():
+    store = RunStore()
+    cfg = jobs.default_config(dataset="digits", arch="mlp-30-30")
+    run = store.create_run(cfg.to_dict(), name="r", source="app", pid=os.getpid())
+    store.claim_slot(run.id)
+    store.log_metrics(run.id, [(10, 0.5, "train/loss", 1.0)], step=10, total_steps=40, epoch=0.5)
+    assert "student: images/s after its first epoch" in distill.speed_line(
+        [store.get(run.id)], distill.metrics_frame(store, [store.get(run.id)])
+    )
+    rows = [(20, 1.0, "train/images_per_s", 4321.2), (20, 1.0, "test/accuracy", 0.5)]
+    store.log_metrics(run.id, rows, step=20, total_steps=40, epoch=1.0)
+    at = open_page(DISTILL_PAGE, run_id=run.id)
+    assert any("student 4,321 images/s" in c.value for c in at.caption)  # running, epoch 1
+    store.finish(run.id, "done", "Finished 2 epochs.", metrics={"images_per_s": 5678.4})
+    at.run()
+    speed = [c.value for c in at.caption if "images/s" in c.value]
+    assert speed == ["Training speed (last epoch, evaluation not counted): student 5,678 images/s"]

@@ -9,6 +9,7 @@ the run itself is a separate OS process (``kdviz.jobs``), never a thread of this
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import pandas as pd
@@ -47,6 +48,13 @@ STAGES = (  # what a run does before its first step, in order (the worker writes
     "training",
 )
 FEW_POINTS = 5  # a training curve with fewer points is drawn with markers (one point shows)
+SPEED_METRIC = "train/images_per_s"  # one row per epoch (jobs.MetricsWriter)
+PRECISION_LABELS = {
+    "auto": "auto (bf16 on GPUs that have it, else fp32)",
+    "fp32": "fp32",
+    "bf16": "bf16 autocast",
+    "fp16": "fp16 autocast (CUDA only)",
+}
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -275,18 +283,52 @@ def _checkpoint_options() -> list[tuple[str, Any]]:
         return []
 
 
-def _device_choices() -> tuple[list[str], str]:
+def device_options() -> dict[str, str]:
+    """Value -> label of the devices present: auto, each CUDA GPU by name, MPS, the CPU."""
     import torch
 
     from kdviz.engine import pick_device
 
-    found = jobs.device_name(pick_device("auto"))
-    choices = ["auto", "cpu"]
+    options = {"auto": f"auto: {jobs.device_name(pick_device('auto'))}"}
     if torch.cuda.is_available():
-        choices.append("cuda")
+        for i in range(torch.cuda.device_count()):
+            options[f"cuda:{i}"] = f"GPU {i}: {torch.cuda.get_device_name(i)}"
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        choices.append("mps")
-    return choices, found
+        options["mps"] = "MPS (Apple GPU)"
+    options["cpu"] = f"CPU ({os.cpu_count() or 1} cores)"
+    return options
+
+
+def precision_problem(device: str, name: str) -> str:
+    """The sentence that refuses ``name`` on ``device`` (fp16 without CUDA...), or ""."""
+    from kdviz.engine import pick_device
+    from kdviz.precision import resolve_precision
+
+    try:
+        resolve_precision(name, pick_device(device))
+    except KdvizError as err:
+        return str(err)
+    return ""
+
+
+def speed_line(runs: list[Run], frame: pd.DataFrame) -> str:
+    """ "Training speed: student 12,345 images/s · baseline …" from the epochs' images/s.
+
+    A finished run gives its last epoch's figure (its stored metrics); a running one the last
+    epoch it finished (the metric rows), or says the figure comes after the first epoch."""
+    parts = []
+    for run in runs:
+        value = run.metrics.get("images_per_s") if run.status == "done" else None
+        if value is None and not frame.empty:
+            rows = frame[(frame["run_id"] == run.id) & (frame["name"] == SPEED_METRIC)]
+            value = float(rows["value"].iloc[-1]) if not rows.empty else None
+        if isinstance(value, (int, float)) and value > 0:
+            parts.append(f"{run_label(run)} {value:,.0f} images/s")
+        elif run.status in ACTIVE:
+            parts.append(f"{run_label(run)}: images/s after its first epoch")
+    if not parts:
+        return ""
+    return "Training speed (last epoch, evaluation not counted): " + " · ".join(parts)
 
 
 def _form() -> tuple[Any, bool] | None:
@@ -379,14 +421,23 @@ def _form() -> tuple[Any, bool] | None:
 
     c1, c2, c3, c4 = st.columns(4)
     seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key="distill_seed")
-    devices, found = _device_choices()
-    device = c2.selectbox("Device", devices, key="distill_device", help=f"auto finds: {found}")
-    c2.caption(f"auto finds: {found}")
-    eval_split = c3.selectbox("Evaluate on", ("test", "val"), key="distill_eval_split")
-    baseline = c4.checkbox(
+    devices = device_options()
+    device = c2.selectbox(
+        "Device", list(devices), format_func=devices.get, key="distill_device",
+        help="auto takes the first GPU, then MPS, then the CPU",
+    )  # fmt: skip
+    prec = c3.selectbox(
+        "Precision", list(PRECISION_LABELS), format_func=PRECISION_LABELS.get,
+        key="distill_precision", help="losses, softmax at T and metrics stay fp32",
+    )  # fmt: skip
+    eval_split = c4.selectbox("Evaluate on", ("test", "val"), key="distill_eval_split")
+    baseline = st.checkbox(
         "Also train a hard-label baseline with the same settings", True, key="distill_baseline"
     )
-    if not st.button("Start", type="primary", key="distill_start"):
+    problem = precision_problem(device, prec)
+    if problem:  # fp16 without a CUDA GPU: refused before Start, in one sentence
+        st.error(problem)
+    if not st.button("Start", type="primary", key="distill_start", disabled=bool(problem)):
         return None
     cfg = DistillConfig(
         dataset=card.dataset,
@@ -397,6 +448,7 @@ def _form() -> tuple[Any, bool] | None:
         augment=augment,
         seed=int(seed),
         device=device,
+        precision=prec,
         eval_split=eval_split,
         teacher=teacher,
         method=method,
@@ -477,6 +529,9 @@ def live_panel(run_id: str) -> None:
         st.session_state.pop("distill_active_group", None)
         pickers_changed()
         st.rerun()
+    speed = speed_line(runs, frame)
+    if speed:
+        st.caption(speed)
     if not active:
         finished = [r for r in runs if r.status == "done" and r.checkpoint]
         for r in finished:
