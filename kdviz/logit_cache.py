@@ -235,7 +235,10 @@ def sharded_model_logits(
         device,
         on_batch,
     )
+    from kdviz.distributed import env_rank
+
     meta = {"teacher": card.name, "spec": dataset.spec, "split": dataset.split}
+    meta["rank"] = env_rank()  # under torchrun rank 0 writes; the others only read
     write_shards(directory, chunks, rows, classes, shard_rows, meta=meta)
     table = open_shards(directory, rows, classes)
     if table is None:  # written a moment ago: only a disk error gets here
