@@ -49,12 +49,11 @@ STAGES = (  # what a run does before its first step, in order (the worker writes
 )
 FEW_POINTS = 5  # a training curve with fewer points is drawn with markers (one point shows)
 SPEED_METRIC = "train/images_per_s"  # one row per epoch (jobs.MetricsWriter)
-PRECISION_LABELS = {
-    "auto": "auto (bf16 on GPUs that have it, else fp32)",
-    "fp32": "fp32",
-    "bf16": "bf16 autocast",
-    "fp16": "fp16 autocast (CUDA only)",
-}
+PRECISION_LABELS = {"auto": "auto", "fp32": "fp32", "bf16": "bf16", "fp16": "fp16 (CUDA)"}
+PRECISION_HELP = (
+    "auto: bf16 autocast on CUDA GPUs that have it, fp32 elsewhere; bf16 also runs on the CPU; "
+    "fp16 needs a CUDA GPU. Losses, softmax at T and metrics stay fp32."
+)
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -428,7 +427,7 @@ def _form() -> tuple[Any, bool] | None:
     )  # fmt: skip
     prec = c3.selectbox(
         "Precision", list(PRECISION_LABELS), format_func=PRECISION_LABELS.get,
-        key="distill_precision", help="losses, softmax at T and metrics stay fp32",
+        key="distill_precision", help=PRECISION_HELP,
     )  # fmt: skip
     eval_split = c4.selectbox("Evaluate on", ("test", "val"), key="distill_eval_split")
     baseline = st.checkbox(
