@@ -138,6 +138,8 @@ def write_shards(
         index = {"format": FORMAT, "rows": rows, "classes": classes, "shard_rows": shard_rows}
         index.update(dtype="float32", shards=entries, meta=meta or {})
         (tmp / INDEX).write_text(json.dumps(index, indent=1))
+        if open_shards(directory, rows, classes) is not None:
+            return  # another process (a second run on the same teacher) finished first
         if directory.exists():  # an invalid cache left from before: replaced as a whole
             shutil.rmtree(directory, ignore_errors=True)
         try:

@@ -111,6 +111,12 @@ def test_a_torn_shard_is_rebuilt_never_trusted(teacher, small_shards):
     )
     assert calls and calls[-1][0] == len(ds)  # the teacher ran again over every image
     assert torch.equal(rebuilt.materialize(), expected)
+    # a second writer (another run on the same teacher) finding a complete cache keeps it
+    other = [np.zeros((1024, 10), np.float32), np.zeros((len(ds) - 1024, 10), np.float32)]
+    logit_cache.write_shards(rebuilt.directory, other, len(ds), 10, rebuilt.shard_rows)
+    kept = logit_cache.open_shards(rebuilt.directory, len(ds), card.num_classes)
+    assert torch.equal(kept.materialize(), expected)
+    assert not list(rebuilt.directory.parent.glob("*.tmp*"))
     (rebuilt.directory / logit_cache.INDEX).unlink()  # no index: not a cache either
     assert logit_cache.open_shards(rebuilt.directory, len(ds), card.num_classes) is None
 
