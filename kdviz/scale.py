@@ -166,111 +166,6 @@ def cluster_indices(matrix: np.ndarray) -> np.ndarray:
     return leaves_list(tree).astype(np.int64)
 
 
-class ClassMeansGrid:
-    """One model's mean soft-target matrices at every grid temperature, computed ahead.
-
-    ``start()`` runs a daemon thread that sweeps the temperatures nearest ``first`` first; each
-    sweep softens the table chunk by chunk (float32) and stores the (K, K) means, the cluster
-    order and each image's top probability. ``matrix(T)`` serves a stored T at once and computes
-    a T that is not there yet on the caller's thread (chunked too), so a page never waits for
-    the whole grid. Memory: 27 x K x K float32 (108 MB at K = 1,000) plus 27 x N floats.
-    """
-
-    def __init__(
-        self,
-        logits: Tensor,
-        labels: Tensor,
-        temperatures: Sequence[float] = TEMPERATURE_GRID,
-        chunk: int = CHUNK,
-    ) -> None:
-        self._logits, self._labels, self._chunk = logits, labels, chunk
-        self.temperatures = tuple(float(t) for t in temperatures)
-        self.num_classes = int(logits.shape[-1])
-        self._means: dict[float, np.ndarray] = {}  # T -> (K, K) float32
-        self._top: dict[float, np.ndarray] = {}  # T -> (N,) float32
-        self._orders: dict[float, np.ndarray] = {}  # T -> (K,) int64
-        self._blocks: dict[tuple[float, int], np.ndarray] = {}  # (T, B) -> (n, n) float64
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.done = threading.Event()
-        _LIVE.add(self)
-
-    def start(self, first: float = 1.0) -> ClassMeansGrid:
-        """Start the background sweep once (later calls do nothing); returns self."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, args=(first,), name="kdviz-class-means", daemon=True
-                )
-                self._thread.start()
-        return self
-
-    def _run(self, first: float) -> None:
-        try:
-            for t in sorted(self.temperatures, key=lambda t: abs(math.log(t / first))):
-                if self._stop.is_set():
-                    return
-                self._compute(t)
-                self.order(t)
-                self.blocks(t, block_size(self.num_classes))
-        finally:
-            self.done.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the background sweep after the temperature it is on, and wait for it."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def ready(self) -> int:
-        """How many temperatures are stored."""
-        return len(self._means)
-
-    def _compute(self, t: float) -> None:
-        if t in self._means:
-            return
-        sums, counts, top = _sweep(self._logits, self._labels, t, self._chunk, want_top=True)
-        rows = sums / counts.clamp(min=1).unsqueeze(-1)
-        means = torch.where(counts.unsqueeze(-1) > 0, rows, torch.nan).numpy()
-        with self._lock:
-            self._top.setdefault(t, top.numpy())
-            self._means.setdefault(t, means)
-
-    def matrix(self, t: float) -> np.ndarray:
-        """(K, K) float32 mean soft targets at T (rows: true class); do not modify it."""
-        t = float(t)
-        if t not in self._means:
-            self._compute(t)
-        return self._means[t]
-
-    def top_probability(self, t: float) -> np.ndarray:
-        """(N,) each image's largest probability at T (1 - dark mass)."""
-        t = float(t)
-        if t not in self._top:
-            self._compute(t)
-        return self._top[t]
-
-    def blocks(self, t: float, block: int = BLOCK) -> np.ndarray:
-        """block_average of the clustered matrix at T, computed once per (T, block)."""
-        key = (float(t), block)
-        if key not in self._blocks:
-            averages = block_average(self.matrix(t), self.order(t), block)
-            with self._lock:
-                self._blocks.setdefault(key, averages)
-        return self._blocks[key]
-
-    def order(self, t: float) -> np.ndarray:
-        """(K,) class indices in clustered order at T, computed once per T."""
-        t = float(t)
-        if t not in self._orders:
-            order = cluster_indices(self.matrix(t))
-            with self._lock:
-                self._orders.setdefault(t, order)
-        return self._orders[t]
-
-
 class TemperatureSweep:
     """``compute(T)`` for every grid temperature, computed ahead in a background thread (the
     temperatures nearest ``first`` first); ``get(T)`` serves a stored T at once and computes one
@@ -278,11 +173,15 @@ class TemperatureSweep:
     1,000, e.g. the Teacher vs student page's per-class DKD split."""
 
     def __init__(
-        self, compute: Callable[[float], object], temperatures: Sequence[float] = TEMPERATURE_GRID
+        self,
+        compute: Callable[[float], object],
+        temperatures: Sequence[float] = TEMPERATURE_GRID,
+        name: str = "kdviz-sweep",
     ) -> None:
         self._compute_fn = compute
         self.temperatures = tuple(float(t) for t in temperatures)
         self._results: dict[float, object] = {}
+        self._name = name
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -294,7 +193,7 @@ class TemperatureSweep:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, args=(first,), name="kdviz-sweep", daemon=True
+                    target=self._run, args=(first,), name=self._name, daemon=True
                 )
                 self._thread.start()
         return self
@@ -304,9 +203,13 @@ class TemperatureSweep:
             for t in sorted(self.temperatures, key=lambda t: abs(math.log(t / first))):
                 if self._stop.is_set():
                     return
-                self.get(t)
+                self._visit(t)
         finally:
             self.done.set()
+
+    def _visit(self, t: float) -> None:
+        """What the background thread does at one temperature."""
+        self.get(t)
 
     def get(self, t: float) -> object:
         """The result at T (do not modify it)."""
@@ -329,7 +232,72 @@ class TemperatureSweep:
             thread.join(timeout)
 
 
-_LIVE: weakref.WeakSet[ClassMeansGrid | TemperatureSweep] = weakref.WeakSet()
+class ClassMeansGrid(TemperatureSweep):
+    """One model's mean soft-target matrices at every grid temperature, computed ahead.
+
+    ``start()`` runs a daemon thread that sweeps the temperatures nearest ``first`` first; each
+    sweep softens the table chunk by chunk (float32) and stores the (K, K) means, the cluster
+    order and each image's top probability. ``matrix(T)`` serves a stored T at once and computes
+    a T that is not there yet on the caller's thread (chunked too), so a page never waits for
+    the whole grid. Memory: 27 x K x K float32 (108 MB at K = 1,000) plus 27 x N floats.
+    """
+
+    def __init__(
+        self,
+        logits: Tensor,
+        labels: Tensor,
+        temperatures: Sequence[float] = TEMPERATURE_GRID,
+        chunk: int = CHUNK,
+    ) -> None:
+        super().__init__(self._means_at, temperatures, name="kdviz-class-means")
+        self._logits, self._labels, self._chunk = logits, labels, chunk
+        self.num_classes = int(logits.shape[-1])
+        self._top: dict[float, np.ndarray] = {}  # T -> (N,) float32
+        self._orders: dict[float, np.ndarray] = {}  # T -> (K,) int64
+        self._blocks: dict[tuple[float, int], np.ndarray] = {}  # (T, B) -> (n, n) float64
+
+    def _visit(self, t: float) -> None:
+        self.get(t)
+        self.order(t)
+        self.blocks(t, block_size(self.num_classes))
+
+    def _means_at(self, t: float) -> np.ndarray:
+        """(K, K) float32 means at T; stores each image's top probability on the way."""
+        sums, counts, top = _sweep(self._logits, self._labels, t, self._chunk, want_top=True)
+        rows = sums / counts.clamp(min=1).unsqueeze(-1)
+        with self._lock:
+            self._top.setdefault(t, top.numpy())
+        return torch.where(counts.unsqueeze(-1) > 0, rows, torch.nan).numpy()
+
+    def matrix(self, t: float) -> np.ndarray:
+        """(K, K) float32 mean soft targets at T (rows: true class); do not modify it."""
+        return self.get(t)
+
+    def top_probability(self, t: float) -> np.ndarray:
+        """(N,) each image's largest probability at T (1 - dark mass)."""
+        self.get(t)  # computes the top probabilities together with the means
+        return self._top[float(t)]
+
+    def blocks(self, t: float, block: int = BLOCK) -> np.ndarray:
+        """block_average of the clustered matrix at T, computed once per (T, block)."""
+        key = (float(t), block)
+        if key not in self._blocks:
+            averages = block_average(self.matrix(t), self.order(t), block)
+            with self._lock:
+                self._blocks.setdefault(key, averages)
+        return self._blocks[key]
+
+    def order(self, t: float) -> np.ndarray:
+        """(K,) class indices in clustered order at T, computed once per T."""
+        t = float(t)
+        if t not in self._orders:
+            order = cluster_indices(self.matrix(t))
+            with self._lock:
+                self._orders.setdefault(t, order)
+        return self._orders[t]
+
+
+_LIVE: weakref.WeakSet[TemperatureSweep] = weakref.WeakSet()
 
 
 @atexit.register
