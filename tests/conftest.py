@@ -28,3 +28,35 @@ def no_stray_workers():
         if run.pid and run.pid != os.getpid():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(run.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """A tiny digits teacher and student (tests/e2e/kdviz_tiny.py), trained once per session."""
+    from e2e.kdviz_tiny import make_tiny_checkpoints
+
+    folder = tmp_path_factory.mktemp("tiny_checkpoints")
+    make_tiny_checkpoints(folder)
+    return folder
+
+
+@pytest.fixture
+def home(kdviz_home, tmp_path, monkeypatch, tiny_checkpoints):
+    """KDVIZ_HOME with the tiny checkpoints; no shipped ones; empty Streamlit caches (AppTests)."""
+    import streamlit as st
+    import torch
+    from e2e.kdviz_tiny import copy_checkpoints
+
+    from kdviz import paths
+
+    empty = tmp_path / "no_pretrained"
+    empty.mkdir()
+    monkeypatch.setattr(paths, "PRETRAINED_DIR", empty)
+    copy_checkpoints(tiny_checkpoints, paths.checkpoints_dir())
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    threads = torch.get_num_threads()
+    yield kdviz_home
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    torch.set_num_threads(threads)  # the UI runs torch on one thread; give the rest back

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import streamlit as st
 import torch
-from e2e.kdviz_tiny import STUDENT, TEACHER, copy_checkpoints, make_tiny_checkpoints
+from e2e.kdviz_tiny import STUDENT, TEACHER
 from streamlit.testing.v1 import AppTest
 
 from kdviz import analysis, data, engine, paths, soft
@@ -24,29 +24,6 @@ from kdviz.ui import PAGES, shell
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 VIEW = {"dataset": "digits", "teacher": TEACHER, "student": STUDENT}
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoints(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny_checkpoints")
-    make_tiny_checkpoints(folder)
-    return folder
-
-
-@pytest.fixture
-def home(kdviz_home, tmp_path, monkeypatch, tiny_checkpoints) -> Path:
-    """KDVIZ_HOME with the tiny checkpoints; no shipped ones; empty Streamlit caches."""
-    empty = tmp_path / "no_pretrained"
-    empty.mkdir()
-    monkeypatch.setattr(paths, "PRETRAINED_DIR", empty)
-    copy_checkpoints(tiny_checkpoints, paths.checkpoints_dir())
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    threads = torch.get_num_threads()
-    yield kdviz_home
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    torch.set_num_threads(threads)  # the UI runs torch on one thread; give the rest back
 
 
 def _app(**params) -> AppTest:

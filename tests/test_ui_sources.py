@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import streamlit as st
 import torch
-from e2e.kdviz_tiny import STUDENT, TEACHER, copy_checkpoints, make_tiny_checkpoints
+from e2e.kdviz_tiny import STUDENT, TEACHER
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -26,29 +26,6 @@ from kdviz.errors import KdvizError
 from kdviz.ui import own_data
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoints(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny_checkpoints_sources")
-    make_tiny_checkpoints(folder)
-    return folder
-
-
-@pytest.fixture
-def home(kdviz_home, tmp_path, monkeypatch, tiny_checkpoints) -> Path:
-    """KDVIZ_HOME with the tiny checkpoints; no shipped ones; empty Streamlit caches."""
-    empty = tmp_path / "no_pretrained"
-    empty.mkdir()
-    monkeypatch.setattr(paths, "PRETRAINED_DIR", empty)
-    copy_checkpoints(tiny_checkpoints, paths.checkpoints_dir())
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    threads = torch.get_num_threads()
-    yield kdviz_home
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    torch.set_num_threads(threads)
 
 
 def _png(image: np.ndarray) -> bytes:
