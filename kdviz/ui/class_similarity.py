@@ -217,7 +217,9 @@ def _graph(view: shell.View, matrix, order) -> None:
         shell.chart(fig, key="sim_graph")
 
 
-def _map(view: shell.View) -> None:
+def _map(view: shell.View, classes: list[int] | None = None) -> None:
+    """The PCA / t-SNE map of soft-target vectors; with ``classes`` (many classes), only the
+    images of those classes."""
     left, right = st.columns([1, 3])
     with left:
         method = st.segmented_control(
@@ -229,23 +231,36 @@ def _map(view: shell.View) -> None:
             format_func=plots.model_label, key=KEY_MAP_MODEL, required=True,
         )  # fmt: skip
         cap = MAP_POINTS[method]
-        shell.explain(
-            f"Each dot is one image's soft-target vector at T = {view.t_label} (at most {cap:,} "
-            "images, every class represented), placed so that similar vectors lie close. "
-            "Hover for the image number and its classes. t-SNE takes a few seconds the first time."
-        )
+        if classes is None:
+            shell.explain(
+                f"Each dot is one image's soft-target vector at T = {view.t_label} (at most "
+                f"{cap:,} images, every class represented), placed so that similar vectors lie "
+                "close. Hover for the image number and its classes. t-SNE takes a few seconds "
+                "the first time."
+            )
+        else:
+            shell.explain(
+                f"Each dot is one image's soft-target vector at T = {view.t_label}. With "
+                f"{len(view.class_names):,} classes only the images of the chosen class and its "
+                f"{len(classes) - 1} nearest classes are mapped (at most {cap:,}), so the colours "
+                "stay tellable apart."
+            )
     model = view.teacher if role == analysis.TEACHER else view.student
+    shown = None if classes is None else tuple(classes)
     frame = cache.embedding_of(
         model.stem, model.mtime, view.spec, view.split, view.temperature, method, cap,
-        tuple(view.class_names), None, model.logits, view.labels,
+        tuple(view.class_names), shown, model.logits, view.labels,
     )  # fmt: skip
+    of = "" if classes is None else f" of {len(classes)} classes"
     with right:
         fig = plots.embedding_scatter(
             frame,
             title=f"{plots.model_label(role)}'s soft targets at T = {view.t_label}, "
-            f"{'PCA' if method == 'pca' else 't-SNE'} of {len(frame):,} images",
+            f"{'PCA' if method == 'pca' else 't-SNE'} of {len(frame):,} images{of}",
             method=method,
-            class_names=view.class_names,
+            class_names=view.class_names
+            if classes is None
+            else [view.class_names[i] for i in classes],
         )
         shell.chart(fig, key="sim_map")
 
@@ -378,7 +393,7 @@ def _many(view: shell.View) -> None:
             _graph_many(view, matrix, order)
     if tabs[2].open:
         with tabs[2]:
-            _map_many(view, [row_i] + [names.index(c) for c in nearest["class"]])
+            _map(view, [row_i] + [names.index(c) for c in nearest["class"]])
 
 
 def _nearest_table(view: shell.View, row: str, nearest: pd.DataFrame) -> None:
@@ -534,41 +549,6 @@ def _graph_many(view: shell.View, matrix, order) -> None:
             title=f"The {len(links)} strongest soft-target links at T = {view.t_label}",
         )
         shell.chart(fig, key="sim_graph")
-
-
-def _map_many(view: shell.View, classes: list[int]) -> None:
-    left, right = st.columns([1, 3])
-    with left:
-        method = st.segmented_control(
-            "Map", ("pca", "tsne"), default="pca", format_func={"pca": "PCA", "tsne": "t-SNE"}.get,
-            key=KEY_MAP, required=True,
-        )  # fmt: skip
-        role = st.segmented_control(
-            "Soft targets of", (analysis.TEACHER, analysis.STUDENT), default=analysis.TEACHER,
-            format_func=plots.model_label, key=KEY_MAP_MODEL, required=True,
-        )  # fmt: skip
-        cap = MAP_POINTS[method]
-        shell.explain(
-            f"Each dot is one image's soft-target vector at T = {view.t_label}. With "
-            f"{len(view.class_names):,} classes only the images of the chosen class and its "
-            f"{len(classes) - 1} nearest classes are mapped (at most {cap:,}), so the colours "
-            "stay tellable apart."
-        )
-    model = view.teacher if role == analysis.TEACHER else view.student
-    frame = cache.embedding_of(
-        model.stem, model.mtime, view.spec, view.split, view.temperature, method, cap,
-        tuple(view.class_names), tuple(classes), model.logits, view.labels,
-    )  # fmt: skip
-    with right:
-        fig = plots.embedding_scatter(
-            frame,
-            title=f"{plots.model_label(role)}'s soft targets at T = {view.t_label}, "
-            f"{'PCA' if method == 'pca' else 't-SNE'} of {len(frame):,} images of "
-            f"{len(classes)} classes",
-            method=method,
-            class_names=[view.class_names[i] for i in classes],
-        )
-        shell.chart(fig, key="sim_map")
 
 
 if __name__ == "__main__":
