@@ -390,6 +390,25 @@ def test_teacher_student_measures(home):
     assert f"{100 * soft.ece(student / t_star, labels):.2f}%" in after
 
 
+def test_teacher_student_says_how_sure_the_accuracies_are(home):
+    at = _teacher_student(_open(T="4"))
+    teacher, student, labels = _logits(TEACHER), _logits(STUDENT), _labels()
+    n = len(labels)
+
+    def wilson(k: int) -> str:  # Wilson 1927, written out independently of kdviz.stats
+        p, z = k / n, 1.959963984540054
+        mid, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        low, high = (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
+        return f"{100 * k / n:.1f}% ({100 * low:.1f}–{100 * high:.1f})"
+
+    k_teacher = int((teacher.argmax(1) == labels).sum())
+    k_student = int((student.argmax(1) == labels).sum())
+    sentence = next(c.value for c in at.caption if "Wilson" in c.value)
+    assert f"teacher {wilson(k_teacher)}, student {wilson(k_student)}" in sentence
+    assert f"{100 * (k_student - k_teacher) / n:+.1f} pts (95% CI" in sentence
+    assert ("within noise" in sentence) or ("beyond noise" in sentence)
+
+
 def test_teacher_student_dkd_per_class_and_disagreements(home):
     at = _teacher_student(_open(T="4"))
     teacher, student, labels = _logits(TEACHER), _logits(STUDENT), _labels()

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from kdviz import analysis, plots, scale
+from kdviz import analysis, plots, scale, stats
 from kdviz.ui import cache, shell
 
 KEY_CALIBRATED, KEY_TAB, KEY_OPEN = "calibrated", "ts_tab", "_open_image"
@@ -102,6 +102,7 @@ def _body(view: shell.View) -> None:
         f"KL(teacher ‖ student), T = {view.t_label}", _number(4)(metrics.loc[kl_name, analysis.STUDENT]),
         help="Mean over images, in nats: the soft-target term of the distillation loss (without T²).",
     )  # fmt: skip
+    shell.explain(_noise_sentence(view))
 
     left, right = st.columns([2, 3])
     t_star = {
@@ -164,6 +165,21 @@ def _body(view: shell.View) -> None:
     if tabs[2].open:
         with tabs[2]:
             _disagreements(view)
+
+
+def _noise_sentence(view: shell.View) -> str:
+    """How sure the accuracies are: 95% Wilson intervals, and a paired (Newcombe) interval for
+    student minus teacher on the same images, saying when the difference is within noise."""
+    n = len(view.labels)
+    teacher = stats.correct_vector(view.teacher.logits, view.labels)
+    student = stats.correct_vector(view.student.logits, view.labels)
+    diff = stats.paired_difference(student, teacher)
+    return (
+        f"On these {n:,} images (95% Wilson intervals): teacher "
+        f"{stats.format_accuracy(float(teacher.float().mean()), n)}, student "
+        f"{stats.format_accuracy(float(student.float().mean()), n)}. Student minus teacher: "
+        f"{stats.paired_difference_text(diff, 'the student', 'the teacher')}"
+    )
 
 
 def _per_class_at_t(view: shell.View) -> tuple:
