@@ -137,6 +137,22 @@ def test_runs_started_from_two_sessions_finish_one_after_the_other_and_reach_eve
     assert student.metrics["images_per_s"] > 0
     assert speed and f"student {student.metrics['images_per_s']:,.0f} images/s" in speed[0]
     assert len(first.get("plotly_chart")) == 4  # the split loss chart, accuracy, agreement, KL
+    # distilled vs baseline: both accuracies and their paired difference, computed here apart
+    from kdviz.data import load_dataset
+    from kdviz.engine import dataset_logits
+
+    student, baseline = store.group(id1)
+    split = student.config["eval_split"]
+    labels = load_dataset("digits", split).labels
+    right = [
+        (dataset_logits(r.checkpoint, "digits", split).argmax(1) == labels).sum().item()
+        for r in (student, baseline)
+    ]
+    compared = next(c.value for c in first.caption if "student minus baseline" in c.value)
+    n = len(labels)
+    assert f"student {100 * right[0] / n:.1f}% (" in compared
+    assert f"baseline {100 * right[1] / n:.1f}% (" in compared
+    assert f"{100 * (right[0] - right[1]) / n:+.1f} pts (95% CI" in compared
     # the sidebar lists only checkpoints that fit its data (mnist5k); these are digits students
     first.toggle(key="all_checkpoints").set_value(True).run()
     for run in runs:

@@ -533,8 +533,51 @@ def live_panel(run_id: str) -> None:
         st.caption(speed)
     if not active:
         finished = [r for r in runs if r.status == "done" and r.checkpoint]
+        roles = {r.role: r for r in finished}
+        if "baseline" in roles and len(roles) == 2:
+            (other,) = (r for r in finished if r.role != "baseline")
+            try:
+                st.caption(comparison_sentence(other, roles["baseline"]))
+            except KdvizError as err:  # e.g. a checkpoint deleted since
+                st.caption(f"No comparison: {err}")
         for r in finished:
             st.caption(f"{run_label(r)} checkpoint: `{r.id}/student` (in every model picker)")
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _paired(student_stem: str, baseline_stem: str, spec: str, split: str, _mtimes: tuple) -> tuple:
+    from kdviz import engine, stats
+    from kdviz.data import load_dataset
+
+    labels = load_dataset(spec, split).labels
+    correct = [
+        stats.correct_vector(engine.dataset_logits(stem, spec, split), labels)
+        for stem in (student_stem, baseline_stem)
+    ]
+    return (
+        stats.paired_difference(*correct),
+        [float(c.float().mean()) for c in correct],
+        len(labels),
+    )
+
+
+def comparison_sentence(student: Run, baseline: Run) -> str:
+    """Distilled student vs its hard-label baseline on the same eval images: both accuracies with
+    95% Wilson intervals and a paired (Newcombe) interval for the difference, saying when it is
+    within noise (one run each: a different seed can move it)."""
+    from kdviz import stats
+    from kdviz.ui.cache import stem_mtime
+
+    cfg = student.config
+    spec, split = cfg.get("dataset", ""), cfg.get("eval_split", "test")
+    mtimes = (stem_mtime(student.checkpoint), stem_mtime(baseline.checkpoint))
+    diff, (acc_s, acc_b), n = _paired(student.checkpoint, baseline.checkpoint, spec, split, mtimes)
+    return (
+        f"On the {n:,} {split} images (95% intervals): student {stats.format_accuracy(acc_s, n)}, "
+        f"baseline {stats.format_accuracy(acc_b, n)}; student minus baseline "
+        f"{stats.paired_difference_text(diff, 'the student', 'the baseline')} One seed each: "
+        "rerun with other seeds before calling a small gain a result."
+    )
 
 
 def _curves(frame: pd.DataFrame, runs: list[Run], split: str) -> None:
