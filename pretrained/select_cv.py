@@ -86,6 +86,9 @@ GRIDS: dict[str, tuple[str, tuple[Candidate, ...]]] = {
 # the larger transfer set: 2 teacher-labelled copies per image (3x the images, so half the epochs
 # still gives 1.5x the steps); one candidate, at the T the plain grid is compared with
 AUG_GRID = (Candidate(20.0, epochs=30, copies=2),)
+# the hard-label baseline under the same folds (alpha = 0: cross-entropy on the labels alone), a
+# reference for the gain, never a choice
+BASELINE = Candidate(20.0, alpha=0.0)
 
 
 def _log(msg: str) -> None:
@@ -273,7 +276,8 @@ def _record(student: str, key: str, trial: dict) -> None:
 
 
 def run(student: str, candidates: Sequence[Candidate], force: bool = False) -> str:
-    """Cross-validate every candidate not yet in the ledger; returns the best key overall."""
+    """Cross-validate every candidate not yet in the ledger; returns the key of the best
+    distilled one (alpha > 0) of ``candidates`` (ties: the first listed)."""
     arch = GRIDS[student][0]
     pool = load_pool()
     folds = stratified_folds(pool.labels)
@@ -287,8 +291,10 @@ def run(student: str, candidates: Sequence[Candidate], force: bool = False) -> s
         record(student, cand.key, trial)
         lo, hi = trial["cv_interval"]
         _log(f"{student} {cand.key}: CV {trial['cv_accuracy']:.2%} ({lo:.2%}-{hi:.2%}) in {trial['seconds']} s")  # fmt: skip
-    best = best_trial(cv_trials(student))
-    _log(f"{student}: best by CV {best}")
+    trials = cv_trials(student)
+    distilled = {c.key: trials[c.key] for c in candidates if c.alpha > 0}
+    best = best_trial(distilled) if distilled else ""
+    _log(f"{student}: best of this grid by CV {best}")
     return best
 
 
@@ -296,11 +302,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", choices=sorted(GRIDS), action="append")
     parser.add_argument("--aug", action="store_true", help="only the augmented-transfer variants")
+    parser.add_argument("--baseline", action="store_true", help="only the hard-label reference")
     parser.add_argument("--force", action="store_true", help="rerun trials already in the ledger")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for student in args.student or sorted(GRIDS):
         grid = (AUG_GRID if student == "mlp800" else ()) if args.aug else GRIDS[student][1]
+        grid = (BASELINE,) if args.baseline else grid
         run(student, grid, force=args.force)
 
 
