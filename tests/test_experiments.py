@@ -210,6 +210,11 @@ def _check_omitted(r, s):
     assert float(hard["class_accuracy"].iloc[0]) <= 0.1  # never saw the class, never says it
 
 
+def test_omitted_class_follows_hintons_protocol_by_default():
+    s = ex.make_settings("omitted-class")  # the paper: 2 x 800, T = 20, every 3 left out
+    assert (s.student, s.temperature, s.omit_class) == ("mlp-800-800", 20.0, 3)
+
+
 def _check_regulariser(r, s):
     assert len(r.table) == 4
     small = r.table[r.table["fraction"] < 1]["examples"]
