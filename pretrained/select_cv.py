@@ -275,7 +275,12 @@ def _record(student: str, key: str, trial: dict) -> None:
     LEDGER.write_text(json.dumps(ledger, indent=2, sort_keys=True) + "\n")
 
 
-def run(student: str, candidates: Sequence[Candidate], force: bool = False) -> str:
+def run(
+    student: str,
+    candidates: Sequence[Candidate],
+    force: bool = False,
+    trainer: Trainer = train_student,
+) -> str:
     """Cross-validate every candidate not yet in the ledger; returns the key of the best
     distilled one (alpha > 0) of ``candidates`` (ties: the first listed)."""
     arch = GRIDS[student][0]
@@ -287,7 +292,7 @@ def run(student: str, candidates: Sequence[Candidate], force: bool = False) -> s
     for cand in candidates:
         if cand.key in done and not force:
             continue
-        trial = cv_trial(arch, cand, pool, folds, aug=aug)
+        trial = cv_trial(arch, cand, pool, folds, trainer=trainer, aug=aug)
         record(student, cand.key, trial)
         lo, hi = trial["cv_interval"]
         _log(f"{student} {cand.key}: CV {trial['cv_accuracy']:.2%} ({lo:.2%}-{hi:.2%}) in {trial['seconds']} s")  # fmt: skip

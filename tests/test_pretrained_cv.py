@@ -82,6 +82,32 @@ def test_cv_picks_the_candidate_with_the_best_mean_held_out_accuracy_and_never_t
         assert seen[i] == set(range(n)) - set(held.tolist())
 
 
+def test_run_records_every_trial_resumes_and_never_chooses_the_hard_label_reference(
+    monkeypatch, tmp_path
+):
+    n = 50
+    labels = torch.arange(n) % 5
+    images = torch.zeros(n, 1, 2, 2)
+    images[:, 0, 0, 0] = labels.float()
+    monkeypatch.setattr(select_cv, "load_pool", lambda: select_cv.Pool(images, labels, torch.zeros(n, 5), 0.0, 1.0))  # fmt: skip
+    monkeypatch.setattr(select_cv, "LEDGER", tmp_path / "trials.json")
+    monkeypatch.setattr(select_cv, "AUG_CACHE", tmp_path / "aug")
+    calls = []
+
+    def trainer(arch, x, t, y, cand):
+        calls.append(cand.key)
+        return _Oracle(known=5 if cand.alpha == 0 else int(cand.temperature))
+
+    grid = [select_cv.Candidate(2.0), select_cv.Candidate(4.0), select_cv.Candidate(3.0)]
+    best = select_cv.run("mlp800", [*grid, select_cv.Candidate(2.0, alpha=0.0)], trainer=trainer)
+    assert best == "T4-a0.9-e60-lr0.001"  # the hard-label row scores 100% but is a reference
+    trials = select_cv.cv_trials("mlp800")
+    assert set(trials) == {c.key for c in grid} | {"T2-a0-e60-lr0.001"}
+    assert trials["T3-a0.9-e60-lr0.001"]["cv_accuracy"] == pytest.approx(3 / 5)
+    assert len(calls) == 4 * 5  # every candidate on every fold
+    assert select_cv.run("mlp800", grid, trainer=trainer) == best and len(calls) == 20  # resumed
+
+
 def test_augmented_transfer_rows_carry_no_label():
     pool = select_cv.Pool(torch.rand(6, 1, 2, 2), torch.arange(6) % 3, torch.randn(6, 3), 0.5, 0.25)
     aug = (torch.rand(2, 6, 1, 2, 2), torch.randn(2, 6, 3))
