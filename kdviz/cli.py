@@ -339,10 +339,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"stem": str(stem), **card.to_dict()}))
         return 0
-    shape = "x".join(map(str, card.in_shape)) or "no images"
+    if card.kind == "logits":  # a table: its rows and labels say more than an input shape
+        rows, labelled = card.extra.get("rows", "?"), card.extra.get("has_labels")
+        what = f"{rows} rows, {'with' if labelled else 'without'} labels"
+    else:
+        shape = "x".join(map(str, card.in_shape))
+        what = f"input {shape}, mean {card.mean}, std {card.std}"
     print(
-        f"kdviz: imported {card.kind} {card.name!r}: {card.num_classes} classes, input {shape}, "
-        f"mean {card.mean}, std {card.std}",
+        f"kdviz: imported {card.kind} {card.name!r}: {card.num_classes} classes, {what}",
         file=sys.stderr,
     )
     print(stem)
