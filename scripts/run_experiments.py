@@ -88,8 +88,9 @@ def page(results: list[ex.ExperimentResult], args: argparse.Namespace, seconds: 
         f"Produced by `{COMMAND}` (dataset `{args.dataset}`, size `{args.size}`) on {when}, "
         f"{device}, torch {torch.__version__}, {platform.python_implementation()} "
         f"{platform.python_version()}; {sum(len(r.run_ids) for r in results)} training runs "
-        f"in {seconds / 60:.1f} min. The same experiments run from the app's Experiments lab "
-        "page or with `kdviz experiment NAME`.",
+        f"that took {sum(r.seconds for r in results) / 60:.1f} min of training (this command: "
+        f"{seconds / 60:.1f} min; stored results are reused with --reuse). The same experiments "
+        "run from the app's Experiments lab page or with `kdviz experiment NAME`.",
         "",
         "The published numbers come from other data and models (MNIST with 60,000 images, "
         "speech frames, CIFAR-100, ImageNet); compare the direction and size of each effect, "
