@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from e2e.kdviz_tiny import train_briefly
 
 from kdviz import data, export, models, paths
 from kdviz.cli import main
@@ -23,22 +23,6 @@ from kdviz.stats import wilson_interval
 
 MLP, CNN, SMALL = "t-mlp", "t-cnn", "t-small"
 CONTRACT_FIELDS = ("name", "num_classes", "class_names", "in_shape", "mean", "std", "arch")
-
-
-def _train(arch: str, train: data.Dataset, steps: int, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = models.create_model(arch, train.num_classes, train.in_shape)
-    x, y = train.normalized(), train.labels
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        batch = torch.randint(0, len(y), (128,), generator=gen)
-        loss = F.cross_entropy(model(x[batch]), y[batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +42,9 @@ def trained(tmp_path_factory) -> Path:
             class_names=list(train.class_names), in_shape=list(train.in_shape),
             mean=list(train.mean), std=list(train.std), dataset="digits",
         )  # fmt: skip
-        models.save_checkpoint(_train(arch, train, steps, seed=len(name)), card, folder / name)
+        models.save_checkpoint(
+            train_briefly(arch, train, steps, seed=len(name)), card, folder / name
+        )
     torch.set_num_threads(threads)
     return folder
 

@@ -16,7 +16,8 @@ from kdviz import data, models
 TEACHER, STUDENT = "tiny-teacher", "tiny-student"
 
 
-def _train(arch: str, dataset: data.Dataset, steps: int, seed: int) -> torch.nn.Module:
+def train_briefly(arch: str, dataset: data.Dataset, steps: int, seed: int) -> torch.nn.Module:
+    """A model of ``arch`` after ``steps`` Adam steps on random batches of 128 (seeded)."""
     torch.manual_seed(seed)
     model = models.create_model(arch, dataset.num_classes, dataset.in_shape)
     x, y = dataset.normalized(), dataset.labels
@@ -38,7 +39,7 @@ def make_tiny_checkpoints(folder: Path, spec: str = "digits") -> dict[str, Path]
     train = data.load_dataset(spec, "train")
     out = {}
     for name, arch, steps, seed in ((TEACHER, "mlp-64-64", 150, 0), (STUDENT, "mlp-8", 40, 1)):
-        model = _train(arch, train, steps, seed)
+        model = train_briefly(arch, train, steps, seed)
         card = models.ModelCard(
             name=name,
             arch=arch,
