@@ -298,27 +298,13 @@ def _import_state_dict(source: Path, stem: Path, flags: _Flags) -> Path:
             model = models.create_model(arch, k, tuple(shape), **card.arch_kwargs)
     models._check_state(state, model, card, source)
     model.load_state_dict(state, strict=True)
-    _check_forward(model.eval(), card, source)
+    models.check_forward(
+        model.eval(), card, f"The model in {source.name}",
+        fix_shape="give the --input-shape it was trained on", fix_classes="check --arch",
+    )  # fmt: skip
     models.save_checkpoint(model, card, stem)
     _drop_other_kinds(stem, ".safetensors")
     return stem
-
-
-def _check_forward(model: nn.Module, card: models.ModelCard, source: Path) -> None:
-    """One zero image must give (1, K) logits, before anything is written."""
-    try:
-        with torch.inference_mode():
-            out = model(torch.zeros(1, *card.in_shape))
-    except RuntimeError as err:
-        raise KdvizError(
-            f"The model in {source.name} fails on an input of shape {tuple(card.in_shape)} "
-            f"({models._brief(err)}); give the --input-shape it was trained on."
-        ) from err
-    if tuple(out.shape) != (1, card.num_classes):
-        raise KdvizError(
-            f"The model in {source.name} outputs {tuple(out.shape)} for one image, not (1, "
-            f"{card.num_classes}) logits; check --arch."
-        )
 
 
 def _smoke_test(stem: Path) -> None:

@@ -1220,20 +1220,30 @@ def _load_node(node: _CardNode) -> nn.Module:
                     f"ensemble card {stem} says {card.num_classes}; use members with the same classes."
                 )
         model = Ensemble([_load_node(member) for member in node.members]).eval()
-    # A shape smoke test: one zero image must give (1, K) logits.
+    check_forward(
+        model, card, f"The checkpoint {stem}",
+        fix_shape="check the card's in_shape", fix_classes="fix num_classes in the card",
+    )  # fmt: skip
+    return model
+
+
+def check_forward(
+    model: nn.Module, card: ModelCard, what: str, *, fix_shape: str, fix_classes: str
+) -> None:
+    """A shape smoke test: one zero image of ``card.in_shape`` must give (1, K) logits, else one
+    sentence starting with ``what`` and ending with the fix."""
     try:
         with torch.inference_mode():
             out = model(torch.zeros(1, *card.in_shape))
     except RuntimeError as err:
         raise KdvizError(
-            f"The checkpoint {stem} fails on an input of shape {card.in_shape} ({_brief(err)}); check the card's in_shape."
+            f"{what} fails on an input of shape {tuple(card.in_shape)} ({_brief(err)}); {fix_shape}."
         ) from err
     if tuple(out.shape) != (1, card.num_classes):
         raise KdvizError(
-            f"The checkpoint {stem} outputs {tuple(out.shape)[1:]} logits but its card says "
-            f"{card.num_classes} classes; fix num_classes in the card."
+            f"{what} outputs {tuple(out.shape)} for one image, not (1, {card.num_classes}) "
+            f"logits; {fix_classes}."
         )
-    return model
 
 
 def load_checkpoint(
