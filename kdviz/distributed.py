@@ -14,6 +14,7 @@ torchrun's.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import subprocess
 import sys
@@ -189,6 +190,10 @@ def shutdown() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        # Leave together: rank 0 hosts the rendezvous store, and a rank still tearing down when
+        # rank 0's process exits aborts ("terminate called without an active exception").
+        with contextlib.suppress(Exception):  # a peer that died already: leave anyway
+            dist.barrier()
         dist.destroy_process_group()
 
 
