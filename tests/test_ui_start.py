@@ -35,5 +35,6 @@ def test_typed_paths_forward_to_their_pages():
     by_file = {spec.file: spec for spec in PAGES}
     assert aliases["teacher_student"] is by_file["teacher_student.py"]
     assert aliases["soft_targets"] is by_file["soft_targets.py"]
+    assert aliases["experiments-lab"] is by_file["experiments_page.py"]  # the title, as typed
     real = {shell.ROOT_URL_PATH} | {spec.url_path for spec in PAGES[1:]}
     assert not real & set(aliases)  # an alias never hides a page

@@ -57,12 +57,17 @@ def _url_path(spec: PageSpec) -> str:
 
 def page_aliases() -> dict[str, PageSpec]:
     """Paths people type for a page, besides its own: the default page's url_path, and each
-    page's module name and url_path written with "_" or "-" (/soft_targets, /teacher-student)."""
+    page's module name, url_path and title written with "_" or "-" (/soft_targets,
+    /teacher-student, /experiments-lab)."""
     taken = {_url_path(spec) for spec in PAGES}
     aliases: dict[str, PageSpec] = {}
     for spec in PAGES:
         stem = Path(spec.file).stem.removesuffix("_page")
-        for name in (spec.url_path, spec.url_path.replace("-", "_"), stem, stem.replace("_", "-")):
+        title = "-".join(spec.title.lower().split())
+        names = (spec.url_path, stem, title)
+        for name in (
+            variant for n in names for variant in (n, n.replace("_", "-"), n.replace("-", "_"))
+        ):
             if name not in taken and name not in aliases:
                 aliases[name] = spec
     return aliases
