@@ -45,11 +45,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """Best ``torch.mm`` rate on (size x size) float32 matrices, in GFLOP/s."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    out = torch.empty(size, size, device=device)
+def peak_gflops(
+    device: torch.device,
+    size: int = 2048,
+    repeats: int = 10,
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """Best ``torch.mm`` rate on (size x size) matrices of ``dtype``, in GFLOP/s."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
     for _ in range(3):
         torch.mm(a, b, out=out)
     best = float("inf")

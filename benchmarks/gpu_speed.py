@@ -25,9 +25,11 @@ import contextlib
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as kdviz does; before torch starts OpenMP
@@ -41,32 +43,18 @@ from kdviz.losses import create_loss  # noqa: E402
 from kdviz.models import create_model  # noqa: E402
 from kdviz.precision import Precision, fp32_logits, make_train_step, prepare_model  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, also when loaded by path
+from distill_speed import _sync, peak_gflops  # noqa: E402
+
 MNIST = (1, 28, 28)
 CIFAR = (3, 32, 32)
 CLASSES = 10
 POOL = 8192  # at most this many distinct images on the device, batches drawn from them
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def peak_tflops(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 10) -> float:
     """Best ``torch.mm`` rate on (size x size) matrices of ``dtype``, in TFLOP/s."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    out = torch.empty(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        torch.mm(a, b, out=out)
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e12
+    return peak_gflops(device, size, repeats, dtype) / 1e3
 
 
 def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
