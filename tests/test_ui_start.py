@@ -16,14 +16,14 @@ def _no_compute(*args, **kwargs):
 def test_the_ui_reads_the_shipped_teacher_logits(monkeypatch):
     stem = str(models.resolve_checkpoint(shell.DEFAULT_TEACHER))
     expected = engine.dataset_logits(shell.DEFAULT_TEACHER, "mnist5k", "test")  # shipped file
-    monkeypatch.setattr(engine, "compute_logits", _no_compute)
+    monkeypatch.setattr("kdviz.logits.compute_logits", _no_compute)
     got = cache.logits(stem, cache.stem_mtime(stem), "mnist5k", "test")
     torch.testing.assert_close(got, expected)
 
 
 def test_the_warm_up_puts_the_first_view_logits_on_disk(monkeypatch):
     launch._warm_up_app()
-    monkeypatch.setattr(engine, "compute_logits", _no_compute)
+    monkeypatch.setattr("kdviz.logits.compute_logits", _no_compute)
     stem = str(models.resolve_checkpoint(shell.DEFAULT_STUDENT))
     logits = cache.logits(stem, cache.stem_mtime(stem), "mnist5k", "test")
     assert logits.shape == (len(cache.source("mnist5k", "test").labels), 10)
