@@ -1,6 +1,7 @@
 """How fast is a kdviz distillation epoch, against a naive loop and against this machine's peak?
 
     python benchmarks/distill_speed.py [--json] [--epochs 3] [--device auto]
+    python benchmarks/distill_speed.py --step-only --repeat 5   # peak_fraction alone, 5 times
 
 One run measures, on ``mnist5k`` with the same teacher, the same 2 x 800 student and the same batch
 size (256):
@@ -167,14 +168,37 @@ def student_step_gflops(device: torch.device, steps: int = 60) -> tuple[float, f
     return flops / seconds / 1e9, flops
 
 
+def step_only(device: torch.device, repeat: int, as_json: bool) -> None:
+    """``peak_fraction`` measured ``repeat`` times (the peak before and after each step timing)."""
+    fractions = []
+    for _ in range(repeat):
+        peak = peak_gflops(device)
+        student_gflops, _ = student_step_gflops(device, steps=100)
+        fractions.append(student_gflops / max(peak, peak_gflops(device)))
+    result = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "peak_fraction": [round(f, 3) for f in fractions],
+        "median": round(statistics.median(fractions), 3),
+    }
+    print(json.dumps(result) if as_json else result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--step-only", action="store_true", help="only peak_fraction (the step vs torch.mm peak)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="with --step-only: measurements")
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.manual_seed(0)
+    if args.step_only:
+        step_only(device, args.repeat, args.json)
+        return
     peak = peak_gflops(device)
     student_gflops, flops = student_step_gflops(device)
     kdviz_s = kdviz_epoch_seconds(device, args.epochs)
