@@ -29,6 +29,7 @@ from kdviz import experiments as ex
 from kdviz.data import load_dataset
 from kdviz.engine import describe_device, pick_device
 from kdviz.errors import KdvizError
+from kdviz.precision import PRECISIONS
 from kdviz.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,12 @@ def stored(name: str, settings: ex.Settings, store: RunStore) -> ex.ExperimentRe
 
 
 def _same(a: dict, b: dict) -> bool:
-    norm = lambda d: {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}  # noqa: E731
+    """Equal settings; a field a stored result lacks (it predates the field) takes its default."""
+    defaults = {"precision": "auto"}
+    norm = lambda d: {  # noqa: E731
+        **defaults,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()},
+    }
     return norm(a) == norm(b)
 
 
@@ -149,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--size", choices=ex.SIZES, default="full")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per experiment (full: 3)")
     parser.add_argument("--only", nargs="*", default=None, metavar="NAME")
     parser.add_argument(
@@ -175,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             seeds = {"seeds": args.seeds} if args.seeds else {}
             settings = ex.make_settings(
-                name, dataset=args.dataset, size=args.size, device=args.device, **seeds
+                name,
+                dataset=args.dataset,
+                size=args.size,
+                device=args.device,
+                precision=args.precision,
+                **seeds,
             )
             result = stored(name, settings, store) if args.reuse else None
             if result is not None:

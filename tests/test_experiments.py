@@ -429,6 +429,21 @@ def test_cli_prints_one_json_object_and_lists_experiments(capsys):
         ex.run_experiment_cli(_parse(["experiment", "born-again", "--set", "arch"]))
 
 
+def test_cli_precision_reaches_every_training_of_the_experiment(capsys):
+    args = _parse(["experiment", "born-again", "--dataset", "digits", "--size", "tiny",
+                   "--device", "cpu", "--precision", "bf16", "--set", "arch=mlp-16", "--json"])  # fmt: skip
+    assert ex.run_experiment_cli(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["settings"]["precision"] == "bf16"
+    store = RunStore()
+    runs = [store.get(i) for i in out["run_ids"]]
+    assert runs and all(r.config["precision"] == "bf16" for r in runs)
+    assert all(math.isfinite(r.metrics["accuracy"]) for r in runs)
+    assert ex.make_settings("born-again").precision == "auto"
+    with pytest.raises(KdvizError, match="precision"):
+        ex.make_settings("born-again", precision="fp8")
+
+
 # ---------------------------------------------------------------------------- background runs
 
 

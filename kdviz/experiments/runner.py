@@ -55,6 +55,7 @@ from kdviz.models import (
     save_ensemble_card,
 )
 from kdviz.paths import REPO_ROOT, kdviz_home
+from kdviz.precision import PRECISIONS
 from kdviz.runs import Run, RunStore, new_run_id, run_folder
 
 WORKER_LOG = "worker.log"
@@ -317,6 +318,7 @@ def _experiment_config(name: str, s: Settings) -> dict[str, Any]:
         "dataset": s.dataset,
         "epochs": s.epochs,
         "device": s.device,
+        "precision": s.precision,
         "eval_split": s.eval_split,
     }
 
@@ -531,6 +533,12 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--size", choices=SIZES, default=None, help="tiny (seconds) or full")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="auto (bf16 autocast on a CUDA GPU that has it, else fp32), fp32, bf16, fp16",
+    )
+    parser.add_argument(
         "--seeds", type=int, default=None, help="repeat with this many seeds (tiny 1, full 3)"
     )
     parser.add_argument(
@@ -559,7 +567,7 @@ def run_experiment_cli(args: argparse.Namespace) -> int:
             raise KdvizError(f"--set takes KEY=VALUE (got {item!r}), e.g. --set epochs=5.")
         key, value = item.split("=", 1)
         overrides[key.strip().replace("-", "_")] = value
-    for key in ("dataset", "size", "device", "seeds"):
+    for key in ("dataset", "size", "device", "precision", "seeds"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     settings = spec.make_settings(**overrides)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from kdviz.engine import DistillConfig
 from kdviz.errors import KdvizError
+from kdviz.precision import PRECISIONS
 
 SIZES = ("tiny", "full")
 SEED_STEP = 1000  # repeat i runs with seed + 1000 i (experiments use seed + g, + i inside)
@@ -27,6 +28,7 @@ class Settings:
     seed: int = 0  # seeds weights, batch order and every shuffle
     seeds: int | None = None  # repeats, with seed, seed + 1000, ...: tiny 1, full 3
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
+    precision: str = "auto"  # "auto" (bf16 autocast on a CUDA GPU that has it, else fp32), ...
     eval_split: str = "test"  # where results are reported; choices (a bias, a T) use "val" only
 
     _PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -43,6 +45,10 @@ class Settings:
             preset.update(cls.__dict__.get("_PRESETS", {}).get(self.size, {}))
         changes = {k: v for k, v in preset.items() if getattr(self, k, 0) is None}
         out = dataclasses.replace(self, **changes)
+        if out.precision not in PRECISIONS:
+            raise KdvizError(
+                f"Unknown precision {out.precision!r}; choose one of {', '.join(PRECISIONS)}."
+            )
         for f in dataclasses.fields(out):
             value = getattr(out, f.name)
             if (
@@ -88,6 +94,7 @@ def common_fields(s: Settings) -> dict[str, Any]:
         "lr": s.lr,
         "seed": s.seed,
         "device": s.device,
+        "precision": s.precision,
         "eval_split": s.eval_split,
     }
 
