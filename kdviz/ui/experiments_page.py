@@ -20,6 +20,7 @@ import streamlit as st
 from kdviz import data, jobs
 from kdviz import experiments as ex
 from kdviz.errors import KdvizError
+from kdviz.precision import PRECISIONS
 from kdviz.runs import Run, RunStore
 
 POLL_S = 1.0  # live panel refresh while an experiment runs
@@ -35,6 +36,7 @@ CHOICES = {  # settings shown as a select box: field -> options
     "size": ex.SIZES,
     "eval_split": ("test", "val"),
     "device": ("auto", "cpu", "cuda", "mps"),
+    "precision": PRECISIONS,
 }
 
 
