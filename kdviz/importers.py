@@ -25,9 +25,9 @@ from kdviz.errors import KdvizError
 from kdviz.logit_tables import (
     LOGITS_SUFFIXES,
     LogitsTable,
-    check_class_names,
     load_tensors_only,
     make_logits_table,
+    open_stored_table,
     read_logits_file,
 )
 
@@ -346,7 +346,7 @@ def _import_logits(source: Path, stem: Path, flags: _Flags) -> Path:
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # uncompressed, so load_logits_table can map the logits
 
     models._atomic_write(npz, write)
     card = models.ModelCard(
@@ -370,7 +370,10 @@ def _import_logits(source: Path, stem: Path, flags: _Flags) -> Path:
 
 
 def load_logits_table(ref: str | Path) -> LogitsTable:
-    """The table of a checkpoint card of kind "logits" (NAME.npz); class names from the card."""
+    """The table of a checkpoint card of kind "logits" (NAME.npz); class names from the card.
+
+    The logits tensor is a copy-on-write map of the file (see logit_tables.map_stored_logits).
+    """
     stem = models.resolve_checkpoint(ref)
     card = models.load_card(stem)
     if card.kind != "logits":
@@ -378,9 +381,7 @@ def load_logits_table(ref: str | Path) -> LogitsTable:
     npz = models._with(stem, ".npz")
     if not npz.is_file():
         raise KdvizError(f"The logits card {stem} has no {npz.name}; import the logits file again.")
-    table = read_logits_file(npz)
-    names = check_class_names(card.class_names, table.num_classes, f"the card of {card.name!r}")
-    return LogitsTable(table.logits, table.labels, names, card.name)
+    return open_stored_table(npz, card.class_names, card.name)  # logits mapped, not read
 
 
 def is_logits_file(ref: str | Path) -> bool:

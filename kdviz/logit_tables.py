@@ -1,9 +1,14 @@
 """Logits tables computed elsewhere: read .npz / .npy / .csv / .parquet / .pt files into a
-validated LogitsTable (2-D, finite, labels in range, one name per class), never unpickling."""
+validated LogitsTable (2-D, finite, labels in range, one name per class), never unpickling.
+
+An imported table is stored as an uncompressed .npz; ``open_stored_table`` maps its logits from
+the file instead of reading them, so opening a 200 MB table costs milliseconds, not a copy.
+"""
 
 from __future__ import annotations
 
 import math
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,8 @@ __all__ = [
     "check_class_names",
     "load_tensors_only",
     "make_logits_table",
+    "map_stored_logits",
+    "open_stored_table",
     "read_logits_file",
 ]
 
@@ -144,16 +151,22 @@ def read_logits_file(path: str | Path) -> LogitsTable:
     return make_logits_table(logits, labels, names, source=path.name)
 
 
+def _npy_header(handle: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of a .npy header; leaves ``handle`` at the first data byte."""
+    version = np.lib.format.read_magic(handle)
+    read = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read(handle)
+    return tuple(shape), bool(fortran), np.dtype(dtype)
+
+
 def _npy_shape(handle: Any) -> tuple[int, ...] | None:
     """The shape in a .npy header, read without reading the data (None if unreadable)."""
     try:
-        version = np.lib.format.read_magic(handle)
-        read = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        return tuple(read(handle)[0])
+        return _npy_header(handle)[0]
     except Exception:
         return None
 
@@ -187,6 +200,63 @@ def _read_npz(path: Path) -> tuple[Any, Any, Any]:
             "with np.savez and class names as a string array."
         ) from err
     return logits, labels, names
+
+
+_ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, 22 bytes, name and extra lengths
+
+
+def map_stored_logits(path: str | Path) -> np.memmap | None:
+    """The ``logits`` array of an .npz mapped from the file, none of it read; None when the
+    member is compressed or encrypted, or not 2-D C-ordered native float32 (then read it).
+
+    np.savez stores members uncompressed, so the .npy inside lies in the file as plain bytes at
+    a fixed offset. The map is copy-on-write: a caller writing into the tensor changes its own
+    copy of those pages, never the file.
+    """
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("logits.npy")
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        signature, name_len, extra_len = _ZIP_LOCAL_HEADER.unpack(handle.read(30))
+        if signature != b"PK\x03\x04":
+            return None
+        start = info.header_offset + 30 + name_len + extra_len  # the member's first byte
+        handle.seek(start)
+        shape, fortran, dtype = _npy_header(handle)
+        offset = handle.tell()
+    if fortran or dtype != np.dtype(np.float32) or len(shape) != 2 or min(shape) < 1:
+        return None
+    if offset - start + math.prod(shape) * dtype.itemsize > info.file_size:
+        return None  # a header promising more bytes than the member holds (a damaged file)
+    return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape)  # (N, C)
+
+
+def open_stored_table(path: str | Path, class_names: Any, name: str) -> LogitsTable:
+    """The .npz of the logits card ``name`` (its class names given) as a LogitsTable whose
+    logits are mapped from the file.
+
+    The values were checked (finite, 2-D) when the table was imported, so only the header, the
+    class count and the labels (N int64s) are checked here; no logits value is read until it is
+    used. A file that cannot be mapped is read and checked whole, as ``read_logits_file`` does.
+    """
+    path = Path(path)
+    try:
+        mapped = map_stored_logits(path)
+        with np.load(path, allow_pickle=False) as npz:
+            labels = npz["labels"] if "labels" in npz.files else None
+    except (OSError, ValueError, KeyError, struct.error, zipfile.BadZipFile):
+        mapped = None  # read_logits_file says what is wrong with the file, in one sentence
+    if mapped is None:
+        table = read_logits_file(path)
+        names = check_class_names(class_names, table.num_classes, f"the card of {name!r}")
+        return LogitsTable(table.logits, table.labels, names, name)
+    n, c = (int(v) for v in mapped.shape)
+    _check_size(n, c, path.name)
+    names = check_class_names(class_names, c, f"the card of {name!r}")
+    y = None if labels is None else torch.from_numpy(_check_labels(labels, n, c, path.name))
+    return LogitsTable(torch.from_numpy(mapped), y, names, name)
 
 
 def _read_npy(path: Path) -> tuple[Any, Any, Any]:
