@@ -90,7 +90,7 @@ class DistContext:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        return DistributedDataParallel(sync_batchnorm(model, self.device), device_ids=ids)
 
     def barrier(self) -> None:
         if not self.active:
@@ -149,6 +149,23 @@ class DistContext:
     def describe(self) -> str:
         """ ", 2 processes" for a distributed run, "" otherwise (appended to the device name)."""
         return f", {self.world_size} processes" if self.active else ""
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """On GPUs, BatchNorm layers become SyncBatchNorm: statistics over the global batch, not each
+    rank's slice (with 8 GPUs a batch of 256 leaves 32 images per slice). Converted in place, so
+    the caller's reference (evaluated, saved) holds the same layers; the state dict keys do not
+    change. On the CPU (gloo) torch has no SyncBatchNorm, so statistics stay per slice there."""
+    if device.type != "cuda" or not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        return model
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if converted is not model:  # only when the model itself is a bare BatchNorm layer
+        raise KdvizError(
+            "A model that is a single BatchNorm layer cannot be trained data-parallel."
+        )
+    return model
 
 
 def setup(device: torch.device) -> DistContext:

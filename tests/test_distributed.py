@@ -59,6 +59,23 @@ def test_one_process_context_changes_nothing():
     assert ctx.wrap_stop(hook, 10) is hook
 
 
+def test_batchnorm_is_synchronised_on_gpus_only_and_keeps_its_state_dict():
+    from kdviz.models import create_model
+
+    model = create_model("resnet8", 10, (3, 32, 32))
+    keys = list(model.state_dict())
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert bns > 0
+    assert distributed.sync_batchnorm(model, torch.device("cpu")) is model  # gloo: torch has none
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == 0
+    # converting needs no GPU; the statistics then sync over NCCL in training
+    assert distributed.sync_batchnorm(model, torch.device("cuda", 0)) is model  # in place
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == bns
+    assert list(model.state_dict()) == keys  # checkpoints load into the plain model
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    assert distributed.sync_batchnorm(mlp, torch.device("cuda", 0)) is mlp
+
+
 def test_strip_option_and_torchrun_command():
     argv = ["distill", "--nproc", "2", "--epochs", "3", "--nproc=4", "--json"]
     assert strip_option(argv, "--nproc") == ["distill", "--epochs", "3", "--json"]
