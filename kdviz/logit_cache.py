@@ -192,7 +192,7 @@ def _chunks(
     on_batch: Callable[[int, int], None] | None,
 ) -> Iterator[torch.Tensor]:
     """The teacher's logits, one shard of rows at a time: only a shard's floats live at once."""
-    from kdviz.engine import compute_logits
+    from kdviz.logits import compute_logits
 
     n = len(images)
     for start in range(0, n, shard_rows):
@@ -220,7 +220,7 @@ def sharded_model_logits(
     valid, else computed shard by shard and written. Under torchrun rank 0 calls this first
     (``fit``'s main_first block) and the other ranks find the finished cache."""
     from kdviz.data import normalize
-    from kdviz.engine import _logit_cache_path, check_compatible
+    from kdviz.logits import _logit_cache_path, check_compatible
 
     check_compatible(card, dataset)
     directory = _logit_cache_path(fingerprint, card, dataset).with_suffix("")
