@@ -8,11 +8,13 @@ Each builder is registered with ``kdviz.models.register_model`` and called as
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from kdviz.errors import KdvizError
 from kdviz.models import (
@@ -22,6 +24,7 @@ from kdviz.models import (
     _is_int,
     _is_real,
     _short,
+    max_params,
     register_model,
 )
 
@@ -309,6 +312,66 @@ def _set_first_conv_channels(model: nn.Module, in_channels: int) -> nn.Module:
     return model
 
 
+class WeightsOnMeta(TorchFunctionMode):
+    """Tensors made by torch.empty / zeros / ones / full / rand* / eye without a device go to
+    the meta device; the rest (arange, linspace, tensor, maths) stay on the CPU.
+
+    For builders that compute their layout with torch and read it back, which the plain meta
+    device refuses (torchvision's regnets: ``torch.round(...).int().tolist()``); every
+    parameter torch.nn makes starts as one of these factories.
+    """
+
+    _FACTORIES = frozenset(
+        (torch.empty, torch.empty_strided, torch.zeros, torch.ones, torch.full, torch.eye)
+        + (torch.rand, torch.randn, torch.randint)
+    )
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in self._FACTORIES and kwargs.get("device") is None:
+            kwargs["device"] = torch.device("meta")
+        return func(*args, **kwargs)
+
+
+def _meta_param_count(build: Callable[[], nn.Module]) -> int | None:
+    """Parameters of ``build()``'s model, built on the meta device (shapes only, no memory);
+    None when the builder cannot run there at all. The caller's RNG stream is left as it was,
+    so the real build draws the same weights as it would without this count."""
+    for on_meta in (lambda: torch.device("meta"), WeightsOnMeta):
+        try:
+            with torch.random.fork_rng(devices=[]), on_meta():
+                shell = build()
+        except KdvizError:
+            raise
+        except Exception:  # NotImplementedError: "Cannot copy out of meta tensor", and kin
+            continue
+        return sum(p.numel() for p in shell.parameters())
+    return None
+
+
+def _check_foreign_params(name: str, count: int) -> None:
+    limit = max_params()
+    if count > limit:
+        raise KdvizError(
+            f"The model {_short(name)!r} has {count:,} parameters, over kdviz's limit of "
+            f"{limit:,}; choose a smaller model or fewer classes (or raise KDVIZ_MAX_PARAMS)."
+        )
+
+
+def _bounded_build(name: str, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` once on the meta device to count its parameters, refused over max_params(),
+    and only then for real, so a too-large model never allocates its weights."""
+    count = _meta_param_count(build)
+    if count is not None:
+        _check_foreign_params(name, count)
+    model = build()
+    if count is None:  # (no such builder is known) counted after all: never kept over the limit
+        _check_foreign_params(name, sum(p.numel() for p in model.parameters()))
+    return model
+
+
 def _few(valid: list[str], name: str) -> str:
     import difflib
 
@@ -339,8 +402,12 @@ def torchvision_model(
             f"torchvision.models.list_models(), e.g. {_few(valid, arch)}."
         )
     channels = _check_channels(in_shape[0] if in_channels is None else in_channels)
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    return _set_first_conv_channels(model, channels)
+
+    def build() -> nn.Module:
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        return _set_first_conv_channels(model, channels)
+
+    return _bounded_build(name, build)
 
 
 @register_model("timm:*", description="timm:NAME (any timm model; pip install kdviz[timm])")
@@ -362,7 +429,11 @@ def timm_model(
         )
     channels = _check_channels(in_shape[0] if in_channels is None else in_channels)
     kwargs = {"pretrained": False, "num_classes": num_classes, "in_chans": channels}
-    try:  # models with a fixed input size (ViTs) take img_size; the others refuse it
-        return timm.create_model(arch, img_size=tuple(in_shape[1:]), **kwargs)
-    except TypeError:
-        return timm.create_model(arch, **kwargs)
+
+    def build() -> nn.Module:
+        try:  # models with a fixed input size (ViTs) take img_size; the others refuse it
+            return timm.create_model(arch, img_size=tuple(in_shape[1:]), **kwargs)
+        except TypeError:
+            return timm.create_model(arch, **kwargs)
+
+    return _bounded_build(name, build)

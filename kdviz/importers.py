@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kdviz import models, paths
+from kdviz.architectures import WeightsOnMeta
 from kdviz.errors import KdvizError
 from kdviz.logit_tables import (
     LOGITS_SUFFIXES,
@@ -226,19 +227,48 @@ def _drop_other_kinds(stem: Path, keep: str) -> None:
             models._with(stem, suffix).unlink(missing_ok=True)
 
 
+def _check_state_size(count: int, path: Path) -> None:
+    """A state dict holding more values than kdviz's parameter limit is refused unread."""
+    limit = models.max_params()
+    if count > limit:
+        raise KdvizError(
+            f"{path.name} holds {count:,} values, over kdviz's limit of {limit:,} parameters; "
+            "import a smaller model (or raise KDVIZ_MAX_PARAMS)."
+        )
+
+
+def _safetensors_size(path: Path) -> int:
+    """The values in a .safetensors file, summed from its header's shapes (no tensor read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        keys = handle.keys()  # a safe_open handle is not iterable itself
+        return sum(math.prod(handle.get_slice(key).get_shape()) for key in keys)
+
+
 def _read_foreign_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``path``; its size is checked against the limit before any tensor is
+    read (safetensors: from the header; .pt: mapped, so only the pickled index is read)."""
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            obj: Any = load_file(str(path), device="cpu")
+            count = _safetensors_size(path)
         except Exception as err:  # safetensors raises its own types for corrupt files
             raise KdvizError(
                 f"{path.name} is truncated or not a safetensors file; save it again."
             ) from err
-    else:
-        obj = load_tensors_only(path)
-    return models._unwrap_state_dict(obj, path)
+        _check_state_size(count, path)
+        try:
+            obj: Any = load_file(str(path), device="cpu")
+        except Exception as err:
+            raise KdvizError(
+                f"{path.name} is truncated or not a safetensors file; save it again."
+            ) from err
+        return models._unwrap_state_dict(obj, path)
+    state = models._unwrap_state_dict(load_tensors_only(path, mmap=True), path)
+    _check_state_size(sum(t.numel() for t in state.values()), path)
+    return state
 
 
 def _first_conv_and_head(model: nn.Module) -> tuple[str | None, str | None]:
@@ -261,11 +291,12 @@ def _import_state_dict(source: Path, stem: Path, flags: _Flags) -> Path:
         raise KdvizError(
             f"kdviz cannot tell the input shape of {source.name}; give --input-shape CxHxW or --dataset."
         )
-    guess_k = ds.num_classes if ds else len(flags.classes) if flags.classes else 1000
+    guess_k = ds.num_classes if ds else len(flags.classes) if flags.classes else 2
     guess_shape = shape or (3, _DEFAULT_FOREIGN_SIZE, _DEFAULT_FOREIGN_SIZE)
-    with torch.random.fork_rng(devices=[]):
-        model = models.create_model(arch, guess_k, guess_shape)
-    conv_key, head_key = _first_conv_and_head(model)
+    # The guess only names the first conv and the head: its weights stay on the meta device
+    # (no memory), and 2 classes keep it under the parameter limit whenever the real one is.
+    with torch.random.fork_rng(devices=[]), WeightsOnMeta():
+        conv_key, head_key = _first_conv_and_head(models.create_model(arch, guess_k, guess_shape))
     if head_key not in state:
         raise KdvizError(
             f"{source.name} has no {head_key!r} weights, so it is not a state dict of {arch!r}; "
@@ -293,9 +324,8 @@ def _import_state_dict(source: Path, stem: Path, flags: _Flags) -> Path:
         extra={"imported_from": source.name},
     )
     card.validate()
-    if (k, tuple(shape)) != (guess_k, tuple(guess_shape)):
-        with torch.random.fork_rng(devices=[]):
-            model = models.create_model(arch, k, tuple(shape), **card.arch_kwargs)
+    with torch.random.fork_rng(devices=[]):
+        model = models.create_model(arch, k, tuple(shape), **card.arch_kwargs)
     models._check_state(state, model, card, source)
     model.load_state_dict(state, strict=True)
     models.check_forward(

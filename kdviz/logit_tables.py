@@ -324,12 +324,17 @@ def _read_pt(path: Path) -> tuple[Any, Any, Any]:
     )
 
 
-def load_tensors_only(path: Path) -> Any:
-    """torch.load(weights_only=True); anything but tensors and plain containers is a KdvizError."""
+def load_tensors_only(path: Path, mmap: bool = False) -> Any:
+    """torch.load(weights_only=True); anything but tensors and plain containers is a KdvizError.
+
+    ``mmap=True`` maps the tensors' bytes from the file instead of reading them (so their sizes
+    can be checked first); files in torch's legacy (pre-1.6, not zip) format are read whole.
+    """
     # weights_only=True: the restricted unpickler refuses every global outside torch's tensor
     # allowlist, so a payload (os.system, open, ...) is rejected, never called.
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        mmap = mmap and zipfile.is_zipfile(path)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # UnpicklingError for code, RuntimeError if corrupt
         raise KdvizError(
             f"{path.name} is not a plain tensor file (it is corrupt or holds Python objects, "
