@@ -50,6 +50,15 @@ STAGES = (  # what a run does before its first step, in order (the worker writes
 FEW_POINTS = 5  # a training curve with fewer points is drawn with markers (one point shows)
 SPEED_METRIC = "train/images_per_s"  # one row per epoch (jobs.MetricsWriter)
 PRECISION_LABELS = {"auto": "auto", "fp32": "fp32", "bf16": "bf16", "fp16": "fp16 (CUDA)"}
+# Below 1000 px (shell.NARROW_PX) the form's four-column rows wrap two to a row: at ~820 px a
+# quarter of the form is ~140 px, which cuts a select's value ("KD (Hinton et al. 2015").
+FORM_STYLE = """<style>
+@media (max-width: 999px) {
+  .st-key-distill_form [data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
+  .st-key-distill_form [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] {
+    min-width: calc(50% - 1rem) !important; }
+}
+</style>"""
 PRECISION_HELP = (
     "auto: bf16 autocast on CUDA GPUs that have it, fp32 elsewhere; bf16 also runs on the CPU; "
     "fp16 needs a CUDA GPU. Losses, softmax at T and metrics stay fp32."
@@ -373,7 +382,7 @@ def _form() -> tuple[Any, bool] | None:
             width = c2.number_input("Units per layer", 4, 4096, 800, step=10, key="distill_width")
         st.caption(f"student: `{model_name(family, layers, width)}`")
 
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4 = st.columns([1.6, 1, 1, 1])  # the method's names are the longest values
     method = c1.selectbox(
         "Method",
         list(METHOD_LABELS),
@@ -418,7 +427,7 @@ def _form() -> tuple[Any, bool] | None:
         "Drop the labels", False, key="distill_drop_labels", help="soft targets only"
     )
 
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4 = st.columns([1, 1.6, 1, 1])  # a GPU's name is long
     seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key="distill_seed")
     devices = device_options()
     device = c2.selectbox(
@@ -606,8 +615,10 @@ def render() -> None:
         "next to a student trained on hard labels only."
     )
     run_id = st.query_params.get("run")
+    st.html(FORM_STYLE)
     # a new label is a new expander: collapsed once a run is on the page, so the run shows
-    with st.expander("Start another run" if run_id else "New run", expanded=not run_id):
+    label = "Start another run" if run_id else "New run"
+    with st.expander(label, expanded=not run_id), st.container(key="distill_form"):
         started = _form()
     if started is not None:
         cfg, baseline = started

@@ -217,7 +217,7 @@ def render() -> None:
     if not runs:
         st.info("No runs yet: start one on the Distill page or with `kdviz distill`.")
         return
-    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    c1, c2, c3, c4 = st.columns([2, 2, 1.6, 1])  # "best accuracy first" needs ~180 px
     statuses = c1.multiselect("Status", list(STATUSES), key="runs_status")
     text = c2.text_input("Search", key="runs_search", placeholder="name, id, teacher, method")
     sort = c3.selectbox("Sort", list(SORTS), key="runs_sort")
@@ -238,7 +238,7 @@ def render() -> None:
         key="runs_table",
         column_order=shown_columns(table),
         column_config={
-            "name": st.column_config.TextColumn("name", width="medium"),
+            "name": st.column_config.TextColumn("name"),
             "status": st.column_config.TextColumn("status", width="small"),
             "accuracy": st.column_config.NumberColumn(format="percent", width="small"),
             "agreement": st.column_config.NumberColumn(format="percent", width="small"),
