@@ -20,17 +20,13 @@ import streamlit as st
 from kdviz import data, jobs
 from kdviz import experiments as ex
 from kdviz.errors import KdvizError
+from kdviz.experiments import estimate
 from kdviz.precision import PRECISIONS
 from kdviz.runs import Run, RunStore
 
 POLL_S = 1.0  # live panel refresh while an experiment runs
 URL_KEY = "experiment"  # ?experiment=RUN_ID
 RATE_WORDS = ("accuracy", "agreement", "error", "share", "prior", "gain", "fraction")
-# A simple model of an experiment's cost on this machine (2 shared CPU cores, mnist5k's 4,000
-# training images), measured with the Distill page's runs: a run's fixed cost plus its epochs.
-EPOCH_S = 1.2  # one epoch of a 2x800 MLP
-RUN_S = 8.0  # a run's worker start, data, teacher logits and evaluation
-ARCH_COST = {"mlp": 1.0, "lenet": 3.0, "cnn-wide": 6.0, "resnet8": 15.0, "resnet20": 40.0}
 FULL_BY_DEFAULT_S = 300.0  # the size preselected is "full" only when it should take under this
 CHOICES = {  # settings shown as a select box: field -> options
     "size": ex.SIZES,
@@ -80,52 +76,71 @@ def progress_text(run: Run, rs: RunStore) -> str:
     return "Starting (loading data and the teacher)"
 
 
-def _arch_cost(arch: str) -> float:
-    return next((c for a, c in ARCH_COST.items() if str(arch).startswith(a)), 1.0)
+def model_seconds(
+    settings: ex.Settings, rs: RunStore | None = None, name: str = ""
+) -> tuple[float, int]:
+    """(seconds, trainings) of an experiment not yet run here: its trainings counted from its
+    settings (kdviz.experiments.estimate), each at the speed of this store's earlier runs of that
+    architecture, else at speeds measured on a 2-core CPU."""
+    costs = estimate.measured_costs(_finished_trainings(rs)) if rs is not None else None
+    name = name or next(  # the experiment whose settings these are
+        n for n in ex.list_experiments() if ex.get_experiment(n).settings is type(settings)
+    )
+    return estimate.estimate_seconds(name, settings, costs)
 
 
-def model_seconds(settings: ex.Settings) -> tuple[float, int]:
-    """(seconds, trainings) by the simple model: every value of a swept setting (a tuple) and every
-    extra model (generations, members) is one more student per seed, each run costs RUN_S plus
-    its epochs; teachers trained here (``*_epochs`` settings) cost a LeNet's epochs."""
-    values = dataclasses.asdict(settings)
-    variants = 2  # a distilled student and its hard-label twin
-    for name, value in values.items():
-        if isinstance(value, (tuple, list)) and len(value) > 1:
-            variants += len(value) - 1
-        elif name in ("generations", "members") and isinstance(value, int):
-            variants += value
-    seeds = int(values.get("seeds") or 1)
-    epochs = int(values.get("epochs") or 1)
-    student = _arch_cost(values.get("student", "mlp"))
-    runs = variants * seeds
-    seconds = runs * (RUN_S + epochs * EPOCH_S * student)
-    for name, value in values.items():
-        if name.endswith("epochs") and name != "epochs" and isinstance(value, int) and value > 0:
-            runs += 1
-            seconds += RUN_S + value * EPOCH_S * _arch_cost(values.get("teacher_arch", "lenet"))
-    return seconds, runs
-
-
-def measured_seconds(rs: RunStore, name: str, size: str) -> list[float]:
-    """How long earlier finished runs of this experiment at this size took here."""
+def _finished_trainings(rs: RunStore) -> list[Run]:
     return [
-        r.finished - r.started
-        for r in rs.list_runs(kind="experiment", limit=50)
-        if r.status == "done" and r.started and r.finished
-        and r.config.get("experiment") == name and r.config.get("size") == size
-    ]  # fmt: skip
+        run
+        for kind in ("train", "distill")
+        for run in rs.list_runs(status=("done",), kind=kind, limit=300)
+    ]
+
+
+IGNORED = ("device", "precision", "seed", "seeds")  # settings that leave the time about equal
+
+
+def measured_seconds(
+    rs: RunStore, name: str, size: str, settings: ex.Settings | None = None
+) -> list[float]:
+    """How long earlier finished runs of this experiment at this size took here, scaled to
+    ``settings``' number of seeds; a run whose recorded settings differ otherwise is left out."""
+    wanted = settings.to_dict() if settings is not None else {}
+    out = []
+    for r in rs.list_runs(kind="experiment", limit=50):
+        cfg = r.config
+        recorded = cfg.get("settings") or {}
+        if (
+            r.status != "done" or not r.started or not r.finished
+            or cfg.get("experiment") != name or (cfg.get("size") or recorded.get("size")) != size
+        ):  # fmt: skip
+            continue
+        if (
+            recorded
+            and wanted
+            and any(recorded.get(k) != v for k, v in wanted.items() if k not in IGNORED)
+        ):
+            continue
+        seeds = recorded.get("seeds") if recorded else None
+        scale = wanted["seeds"] / seeds if wanted and isinstance(seeds, int) and seeds else 1.0
+        out.append((r.finished - r.started) * scale)
+    return out
 
 
 def estimate_text(rs: RunStore, spec: ex.Experiment, size: str) -> tuple[float, str]:
     """(seconds, "about 4 min on this machine (…)"): measured when it ran here before, else modelled."""
-    measured = measured_seconds(rs, spec.name, size)
+    settings = spec.make_settings(size=size)
+    measured = measured_seconds(rs, spec.name, size, settings)
     if measured:
         seconds = sum(measured) / len(measured)
         how = f"the mean of {len(measured)} earlier run{'s' if len(measured) > 1 else ''} here"
     else:
-        seconds, runs = model_seconds(spec.make_settings(size=size))
-        how = f"an estimate from a simple model of its ~{runs} trainings, not yet measured here"
+        seconds, runs = model_seconds(settings, rs, spec.name)
+        seeds = f", {settings.seeds} seeds" if settings.seeds > 1 else ""
+        how = (
+            f"a simple model of its {runs} trainings{seeds} at measured speeds per architecture, "
+            "not yet run here"
+        )
     return seconds, f"about {_duration(seconds)} on this machine ({how})"
 
 
