@@ -385,6 +385,11 @@ def test_aggregate_seeds_averages_and_takes_the_wider_interval():
     assert (out["accuracy_low"][0], out["accuracy_high"][0]) == pytest.approx((0.3, 0.7))
     one = seed_table(0.9, 0.03)
     assert iv.aggregate_seeds([one]) is one
+    # a condition column is kept exact, so a compare can look its rows up by value (3 seeds of
+    # label-smoothing once failed: the mean of three 0.1s is 0.10000000000000002)
+    conditions = [seed_table(a, 0.03).assign(smoothing=[0.1]) for a in accs]
+    out = iv.aggregate_seeds(conditions).set_index("smoothing")
+    assert out.loc[0.1, "accuracy"] == pytest.approx(mean)
 
 
 def test_seeds_repeat_the_experiment_and_average_its_table():
