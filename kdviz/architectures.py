@@ -24,7 +24,6 @@ from kdviz.models import (
     _is_int,
     _is_real,
     _short,
-    max_params,
     register_model,
 )
 
@@ -352,12 +351,7 @@ def _meta_param_count(build: Callable[[], nn.Module]) -> int | None:
 
 
 def _check_foreign_params(name: str, count: int) -> None:
-    limit = max_params()
-    if count > limit:
-        raise KdvizError(
-            f"The model {_short(name)!r} has {count:,} parameters, over kdviz's limit of "
-            f"{limit:,}; choose a smaller model or fewer classes (or raise KDVIZ_MAX_PARAMS)."
-        )
+    _check_params(name, count, counted=True)
 
 
 def _bounded_build(name: str, build: Callable[[], nn.Module]) -> nn.Module:

@@ -142,13 +142,19 @@ def _short(name: str) -> str:
     return name if len(name) <= 40 else name[:37] + "..."
 
 
-def _check_params(name: str, count: int) -> None:
-    """Refuse an architecture whose parameter count (estimated from its name) is over the limit."""
+def _check_params(name: str, count: int, *, counted: bool = False) -> None:
+    """Refuse an architecture whose parameter count is over the limit: estimated from its name, or
+    ``counted`` on a model built without memory (a foreign one, on the meta device)."""
     limit = max_params()
     if count > limit:
+        size, fix = (
+            (f"has {count:,}", "a smaller model")
+            if counted
+            else (f"would have about {count:.3g}", "smaller layers")
+        )
         raise KdvizError(
-            f"The model {_short(name)!r} would have about {count:.3g} parameters, over kdviz's limit of "
-            f"{limit:,}; choose smaller layers or fewer classes (or raise KDVIZ_MAX_PARAMS)."
+            f"The model {_short(name)!r} {size} parameters, over kdviz's limit of {limit:,}; "
+            f"choose {fix} or fewer classes (or raise KDVIZ_MAX_PARAMS)."
         )
 
 

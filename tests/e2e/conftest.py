@@ -8,6 +8,7 @@ Screenshots go to $KDVIZ_SCREENSHOTS, default <repo>/screenshots/ (git-ignored).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -56,44 +57,53 @@ def screenshots() -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Iterator[str]:
-    """Base URL of a running app; the process is killed at teardown."""
-    home = tmp_path_factory.mktemp("e2e_home")
-    make_tiny_checkpoints(home / "checkpoints")
+@contextlib.contextmanager
+def run_app(home: Path) -> Iterator[str]:
+    """`streamlit run app.py` with KDVIZ_HOME=home on a free port; yields its base URL once
+    healthy, and stops the process on exit."""
     port = _free_port()
     env = {**os.environ, "KDVIZ_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    log = (home / "server.log").open("w")
     command = [
         sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
         "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the app did not start: {(home / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
+    with (home / "server.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
+            deadline = time.monotonic() + 60
+            while not _healthy(url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the app did not start: {(home / 'server.log').read_text()[-2000:]}"
+                    )
+                time.sleep(0.3)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Iterator[str]:
+    """Base URL of a running app; the process is killed at teardown."""
+    home = tmp_path_factory.mktemp("e2e_home")
+    make_tiny_checkpoints(home / "checkpoints")
+    with run_app(home) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from conftest import REPO, VIEW, _free_port
+from conftest import REPO, VIEW, run_app
 from kdviz_tiny import make_tiny_checkpoints
 
 from kdviz.ui import PAGES
@@ -133,38 +131,8 @@ def server(tmp_path_factory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("widths_home")
     make_tiny_checkpoints(home / "checkpoints")
     add_finished_runs(home)
-    port = _free_port()
-    env = {**os.environ, "KDVIZ_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
-        "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
-    with (home / "server.log").open("w") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while not _healthy(url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start: see {home / 'server.log'}")
-                time.sleep(0.3)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    with run_app(home) as url:
+        yield url
 
 
 def _overlaps(a: dict, b: dict) -> bool:
