@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
 
+    _add_app_parser(sub)
+    return parser
+
+
+def _add_app_parser(sub: Any) -> None:
     p_app = sub.add_parser("app", help="start the web app")
     p_app.add_argument("--port", type=int, default=8501)
     p_app.add_argument("--address", default="127.0.0.1")
@@ -145,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", action="append", default=[], metavar="DIR",
         help="a folder of datasets the browser may open (repeatable; KDVIZ_HOME always)",
     )  # fmt: skip
+
+
+def _app_parser() -> argparse.ArgumentParser:
+    """The parser of `kdviz app` alone: the others' defaults import torch (~2 s), which the app
+    imports in a warm-up thread while Streamlit starts instead of before."""
+    parser = _Parser(prog="kdviz")
+    _add_app_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     return parser
 
 
@@ -394,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["worker"]:  # hidden: the process behind a run started from the app
         return _worker(argv[1:])
-    parser = build_parser()
+    parser = _app_parser() if argv[:1] == ["app"] else build_parser()
     args = parser.parse_args(argv)
     try:
         if getattr(args, "nproc", 0):  # kdviz distill --nproc N: the same command under torchrun

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
+import time
 from pathlib import Path
 
 from kdviz.errors import KdvizError
@@ -12,10 +14,34 @@ LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 CONFIG_FILE = Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml"
 
 
-def _warm_up_app() -> None:
+# kdviz.data.DATA_ROOTS_ENV, named here because importing kdviz.data imports torch (~2 s), which
+# `kdviz app` leaves to the warm-up thread (tests/test_ui_start_speed.py checks the two agree).
+DATA_ROOTS_ENV = "KDVIZ_DATA_ROOTS"
+
+
+def wait_for_server(port: int, address: str, limit: float = 30.0) -> bool:
+    """Whether the server at ``address``:``port`` accepts connections within ``limit`` seconds."""
+    host = "127.0.0.1" if address in ("", "0.0.0.0") else "::1" if address == "::" else address
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def _warm_up_app(port: int | None = None, address: str = "127.0.0.1") -> None:
     """Import torch and the pages' modules, read the default dataset and put the default view's
     logits in the on-disk cache, while the browser is still loading the front end: the first
-    page view then starts with all of it in memory or on disk."""
+    page view then starts with all of it in memory or on disk.
+
+    With ``port``, it starts once the server listens: the import holds the GIL most of its ~2 s,
+    and run alongside Streamlit's own start it delayed the server and the first chart more than
+    it gained (measured with benchmarks/start_speed.py)."""
+    if port is not None:
+        wait_for_server(port, address)
     try:
         import kdviz.ui.soft_targets  # noqa: F401  (torch, plotly, pandas, the analysis modules)
         from kdviz.data import load_dataset
@@ -57,8 +83,6 @@ def restrict_data(address: str, folders: list[str]) -> str | None:
     --data DIR names the folders the browser may read (besides KDVIZ_HOME). Without it an app on
     localhost reads any folder its user types, and one bound beyond localhost only KDVIZ_HOME.
     """
-    from kdviz.data import DATA_ROOTS_ENV
-
     roots = []
     for folder in folders:
         path = Path(folder).expanduser()
@@ -84,7 +108,10 @@ def serve(app: Path, port: int, address: str, data: list[str] | None = None) -> 
 
     if note:
         print(f"kdviz: {note}", flush=True)
-    threading.Thread(target=_warm_up_app, name="kdviz-warm-up", daemon=True).start()
+    warm_up = threading.Thread(
+        target=_warm_up_app, args=(port, address), name="kdviz-warm-up", daemon=True
+    )
+    warm_up.start()
     argv = ["run", str(app), *config_flags()]
     argv += ["--server.port", str(port), "--server.address", address]
     argv += ["--browser.gatherUsageStats", "false"]
