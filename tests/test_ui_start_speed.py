@@ -1,5 +1,5 @@
-"""What makes `kdviz app` draw its first chart sooner: no torch before the server listens, a
-warm-up that starts once it does, and the first page's front-end chunks asked for early."""
+"""What makes `kdviz app` draw its first chart sooner: no torch before the server listens, and a
+warm-up that starts once it does."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import streamlit as st
-from streamlit.testing.v1 import AppTest
-
 from kdviz import cli, data
-from kdviz.ui import launch, preload
+from kdviz.ui import launch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,22 +55,3 @@ def test_wait_for_server_waits_for_a_listening_port():
         assert not launch.wait_for_server(port, "127.0.0.1", limit=0.2)  # bound, not listening
         server.listen()
         assert launch.wait_for_server(port, "0.0.0.0", limit=5)  # "all addresses": localhost
-
-
-def test_the_preload_script_names_chunks_of_this_streamlit():
-    files = preload.chunk_files()
-    folder = Path(st.__file__).parent / "static" / "static" / "js"
-    assert files[0].startswith("PlotlyChart.") and all((folder / f).is_file() for f in files)
-    # the front end imports each chunk under this name; a rename in a newer Streamlit shows here
-    index = next(folder.glob("index.*.js")).read_text()
-    assert all(f"./{f}" in index for f in files)
-
-
-def test_the_app_sends_the_preload_script_first(kdviz_home):
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
-    assert not at.exception
-    scripts = [h.proto.body for h in at.get("html") if "__kdvizPreloaded" in h.proto.body]
-    assert len(scripts) == 1 and preload.chunk_files()[0] in scripts[0]
-    first = at.main[0]  # the hidden container that holds it comes before everything else
-    assert first.proto.id.endswith(preload.KEY)
-    assert any("__kdvizPreloaded" in h.proto.body for h in first.get("html"))
