@@ -73,13 +73,17 @@ def _body(view: shell.View) -> None:
         with second:
             scale_axis = _axis_control()
         right = st.container()
-    if has_images(view):
-        with st.container(border=True):
-            _gallery(view, index)
+    # The gallery sits under the bars but runs after them: Streamlit sends each element as it is
+    # drawn and the browser re-plots every changed chart from scratch, so on a T change the bars
+    # (what a user watches) arrive and repaint before the strip is even computed.
+    strip = st.container(border=True) if has_images(view) else None
     with picture:
         _picture(view, index)
     with right:
         _bars(view, index, scale_axis)
+    if strip is not None:
+        with strip:
+            _gallery(view, index)
     _details(view, index)
 
 
