@@ -29,6 +29,7 @@ from kdviz import experiments as ex
 from kdviz.data import load_dataset
 from kdviz.engine import describe_device, pick_device
 from kdviz.errors import KdvizError
+from kdviz.experiments.registry import compare
 from kdviz.precision import PRECISIONS
 from kdviz.runs import RunStore
 
@@ -192,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             result = stored(name, settings, store) if args.reuse else None
             if result is not None:
                 _log(f"{name}: reusing run {result.experiment_run}")
+                # the comparison is text derived from the table: rewritten with today's code
+                result.comparison = compare(name, settings.resolved(), result.table)
             else:
                 _log(f"{name}: {ex.get_experiment(name).question}")
                 result = ex.run_experiment(name, settings, store=store, echo=_log)

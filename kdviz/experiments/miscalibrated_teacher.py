@@ -280,8 +280,8 @@ def compare(s: MiscalibratedSettings, table: pd.DataFrame) -> pd.DataFrame:
     scale_best = best[best["group"] == "logit scale"]
     if len(scale_best) >= 2:
         rows.append((
-            "best T per logit-scaled teacher: students within noise of each other?",
-            ", ".join(f"{v}: T={r['temperature']:g}, {iv.row_text(r)}" for v, r in scale_best.iterrows()),  # noqa: E501
+            "best T per logit-scaled teacher" + (" (T: mean over seeds)" if s.seeds > 1 else "") + ": students within noise of each other?",  # noqa: E501
+            ", ".join(f"{v}: T={r['temperature']:.3g}, {iv.row_text(r)}" for v, r in scale_best.iterrows()),  # noqa: E501
             "soft targets are softmax(z/T): logits x c at T equal logits at T/c (identity)",
             iv.equal_verdict([iv.interval(r) for _, r in scale_best.iterrows()]),
             HINTON,

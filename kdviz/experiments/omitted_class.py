@@ -9,6 +9,7 @@ mnist5k-mlp800-omit3-bias."""
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import pandas as pd
@@ -108,6 +109,7 @@ def compare(s: OmittedClassSettings, table: pd.DataFrame) -> pd.DataFrame:
     d = table[table["model"] == "distilled"].set_index("stage")
     before, after = d.loc["before bias"], d.loc["after bias"]
     name = before["omitted_class"]
+    name = f"{name:g}" if isinstance(name, numbers.Number) else name  # 3, never 3.0
     return iv.comparison_rows(
         [
             (f"distilled student: test {name}s right", iv.row_text(before, "class_accuracy"), "86.8% (3s)", stats.verdict(iv.interval(before, "class_accuracy"), 0.868), f"{HINTON}, section 3"),
