@@ -18,6 +18,7 @@ from kdviz import experiments as ex
 from kdviz import soft, stats
 from kdviz.engine import DistillConfig, TrainConfig, fit, train
 from kdviz.errors import KdvizError
+from kdviz.experiments import estimate
 from kdviz.paths import REPO_ROOT
 from kdviz.runs import RunStore
 
@@ -525,7 +526,20 @@ def test_page_shows_a_stored_result_and_starts_an_experiment(monkeypatch):
     # ... and Start launches the experiment with what the form holds
     started = {}
     monkeypatch.setattr(ex, "start_experiment", lambda n, st_, store=None: _fake(started, n, st_))
-    at.number_input(key="exp_born-again_tiny_generations").set_value(2)
+
+    # settings that differ from the preset get their own estimate (the loaded ones do: mlp-16 on
+    # digits), which follows each edit: one more generation is one more training
+    def edited() -> str:
+        (text,) = [str(c.value) for c in at.caption if "With these settings" in str(c.value)]
+        return text
+
+    assert f"({len(estimate.trainings('born-again', s))} trainings" in edited()
+    at.number_input(key="exp_born-again_tiny_generations").set_value(2).run()
+    more = ex.make_settings("born-again", **TINY, arch="mlp-16", generations=2)
+    assert (
+        len(estimate.trainings("born-again", more)) == len(estimate.trainings("born-again", s)) + 1
+    )
+    assert f"({len(estimate.trainings('born-again', more))} trainings" in edited()
     at.button(key="exp_born-again_start").click().run()
     assert not at.exception, [e.value for e in at.exception]
     name, settings = started["args"]

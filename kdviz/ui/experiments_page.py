@@ -144,6 +144,25 @@ def estimate_text(rs: RunStore, spec: ex.Experiment, size: str) -> tuple[float, 
     return seconds, f"about {_duration(seconds)} on this machine ({how})"
 
 
+def edited_estimate_text(
+    spec: ex.Experiment, size: str, values: dict[str, Any], defaults: ex.Settings, rs: RunStore
+) -> str | None:
+    """What the form's settings should take, once they differ from the size's preset (the size's
+    estimate above is for the preset); None while they match it or do not parse yet."""
+    try:
+        settings = spec.make_settings(size=size, **values)
+    except (KdvizError, TypeError, ValueError):
+        return None
+    if settings == defaults:
+        return None
+    seconds, runs = model_seconds(settings, rs, spec.name)
+    seeds = f" x {settings.seeds} seeds" if settings.seeds > 1 else ""
+    return (
+        f"With these settings: about {_duration(seconds)} on this machine "
+        f"({runs} trainings{seeds}, modelled)."
+    )
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{max(5, round(seconds / 5) * 5):.0f} s"
@@ -225,6 +244,9 @@ def settings_form(spec: ex.Experiment, rs: RunStore) -> ex.Settings | None:
     for i, f in enumerate(fields):
         with cols[i % 4]:
             values[f.name] = _field_widget(spec, size, f, getattr(defaults, f.name))
+    edited = edited_estimate_text(spec, size, values, defaults, rs)
+    if edited:
+        st.caption(edited)
     if not st.button("Start", type="primary", key=f"exp_{spec.name}_start"):
         return None
     try:
