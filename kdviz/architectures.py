@@ -350,19 +350,15 @@ def _meta_param_count(build: Callable[[], nn.Module]) -> int | None:
     return None
 
 
-def _check_foreign_params(name: str, count: int) -> None:
-    _check_params(name, count, counted=True)
-
-
 def _bounded_build(name: str, build: Callable[[], nn.Module]) -> nn.Module:
     """``build()`` once on the meta device to count its parameters, refused over max_params(),
     and only then for real, so a too-large model never allocates its weights."""
     count = _meta_param_count(build)
     if count is not None:
-        _check_foreign_params(name, count)
+        _check_params(name, count, counted=True)
     model = build()
     if count is None:  # (no such builder is known) counted after all: never kept over the limit
-        _check_foreign_params(name, sum(p.numel() for p in model.parameters()))
+        _check_params(name, sum(p.numel() for p in model.parameters()), counted=True)
     return model
 
 

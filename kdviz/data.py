@@ -202,7 +202,7 @@ def load_dataset(spec: str, split: str = "train", *, download: bool = True) -> D
     return dataset
 
 
-DATA_ROOTS_ENV = "KDVIZ_DATA_ROOTS"  # set by `kdviz app`: os.pathsep-separated folders
+DATA_ROOTS_ENV = paths.DATA_ROOTS_ENV  # set by `kdviz app`: os.pathsep-separated folders
 
 
 def data_roots() -> list[Path] | None:

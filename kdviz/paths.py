@@ -10,6 +10,8 @@ from kdviz.errors import KdvizError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED_DIR = REPO_ROOT / "pretrained"  # shipped checkpoints (an editable install keeps it)
 PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "_data"  # bundled offline data
+# set by `kdviz app`: the os.pathsep-separated folders the browser may read (kdviz.data checks)
+DATA_ROOTS_ENV = "KDVIZ_DATA_ROOTS"
 
 
 def kdviz_home() -> Path:

@@ -46,6 +46,13 @@ class Precision:
         return torch.amp.GradScaler(self.device_type) if self.name == "fp16" else None
 
 
+def check_precision_name(name: str) -> str:
+    """``name`` when it is one of PRECISIONS; else the sentence that lists them."""
+    if name not in PRECISIONS:
+        raise KdvizError(f"Unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}.")
+    return name
+
+
 def resolve_precision(name: str, device: torch.device) -> Precision:
     """Turn a --precision value into a Precision for ``device``; refuse what the device cannot do.
 
@@ -53,8 +60,7 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     is CUDA only (its grad scaler is a CUDA feature here), so on the CPU it is refused, not
     silently replaced: bf16 is the CPU's reduced precision.
     """
-    if name not in PRECISIONS:
-        raise KdvizError(f"Unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}.")
+    check_precision_name(name)
     cuda = device.type == "cuda"
     if name == "auto":
         name = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"

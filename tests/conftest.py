@@ -30,6 +30,17 @@ def no_stray_workers():
                 os.kill(run.pid, signal.SIGKILL)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared CPU: one torch thread is faster than two fighting over it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """A tiny digits teacher and student (tests/e2e/kdviz_tiny.py), trained once per session."""

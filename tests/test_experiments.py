@@ -25,15 +25,6 @@ from kdviz.runs import RunStore
 TINY = {"dataset": "digits", "size": "tiny", "device": "cpu"}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU: one thread is faster than two fighting over it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def teacher(tmp_path_factory) -> str:
     """A digits teacher trained once for the whole file (seconds)."""
@@ -53,7 +44,7 @@ def teacher(tmp_path_factory) -> str:
     return str(folder / "teacher")
 
 
-pytestmark = pytest.mark.usefixtures("no_stray_workers")
+pytestmark = pytest.mark.usefixtures("no_stray_workers", "one_torch_thread")
 
 
 def settings_for(name: str, teacher: str, **changes):

@@ -20,15 +20,7 @@ from kdviz.paths import REPO_ROOT
 from kdviz.runs import RunStore
 
 TINY = {"dataset": "digits", "size": "tiny", "device": "cpu"}
-pytestmark = pytest.mark.usefixtures("no_stray_workers")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("no_stray_workers", "one_torch_thread")
 
 
 # ---------------------------------------------------------------------------- structure

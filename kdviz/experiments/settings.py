@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from kdviz.engine import DistillConfig
 from kdviz.errors import KdvizError
-from kdviz.precision import PRECISIONS
+from kdviz.precision import check_precision_name
 
 SIZES = ("tiny", "full")
 SEED_STEP = 1000  # repeat i runs with seed + 1000 i (experiments use seed + g, + i inside)
@@ -45,10 +45,7 @@ class Settings:
             preset.update(cls.__dict__.get("_PRESETS", {}).get(self.size, {}))
         changes = {k: v for k, v in preset.items() if getattr(self, k, 0) is None}
         out = dataclasses.replace(self, **changes)
-        if out.precision not in PRECISIONS:
-            raise KdvizError(
-                f"Unknown precision {out.precision!r}; choose one of {', '.join(PRECISIONS)}."
-            )
+        check_precision_name(out.precision)
         for f in dataclasses.fields(out):
             value = getattr(out, f.name)
             if (

@@ -9,14 +9,10 @@ import time
 from pathlib import Path
 
 from kdviz.errors import KdvizError
+from kdviz.paths import DATA_ROOTS_ENV  # not kdviz.data: that imports torch (~2 s)
 
 LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 CONFIG_FILE = Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml"
-
-
-# kdviz.data.DATA_ROOTS_ENV, named here because importing kdviz.data imports torch (~2 s), which
-# `kdviz app` leaves to the warm-up thread (tests/test_ui_start_speed.py checks the two agree).
-DATA_ROOTS_ENV = "KDVIZ_DATA_ROOTS"
 
 
 def wait_for_server(port: int, address: str, limit: float = 30.0) -> bool:
