@@ -77,24 +77,30 @@ def progress_text(run: Run, rs: RunStore) -> str:
 
 
 def model_seconds(
-    settings: ex.Settings, rs: RunStore | None = None, name: str = ""
+    settings: ex.Settings,
+    rs: RunStore | None = None,
+    name: str = "",
+    costs: dict[str, float] | None = None,
 ) -> tuple[float, int]:
     """(seconds, trainings) of an experiment not yet run here: its trainings counted from its
     settings (kdviz.experiments.estimate), each at the speed of this store's earlier runs of that
-    architecture, else at speeds measured on a 2-core CPU."""
-    costs = estimate.measured_costs(_finished_trainings(rs)) if rs is not None else None
+    architecture (``costs``, read from ``rs`` when not given), else at speeds measured on a 2-core
+    CPU."""
+    if costs is None and rs is not None:
+        costs = store_costs(rs)
     name = name or next(  # the experiment whose settings these are
         n for n in ex.list_experiments() if ex.get_experiment(n).settings is type(settings)
     )
     return estimate.estimate_seconds(name, settings, costs)
 
 
-def _finished_trainings(rs: RunStore) -> list[Run]:
-    return [
+def store_costs(rs: RunStore) -> dict[str, float]:
+    """ms per image and epoch of each architecture, from this store's finished trainings."""
+    return estimate.measured_costs(
         run
         for kind in ("train", "distill")
         for run in rs.list_runs(status=("done",), kind=kind, limit=300)
-    ]
+    )
 
 
 IGNORED = ("device", "precision", "seed", "seeds")  # settings that leave the time about equal
@@ -127,7 +133,9 @@ def measured_seconds(
     return out
 
 
-def estimate_text(rs: RunStore, spec: ex.Experiment, size: str) -> tuple[float, str]:
+def estimate_text(
+    rs: RunStore, spec: ex.Experiment, size: str, costs: dict[str, float] | None = None
+) -> tuple[float, str]:
     """(seconds, "about 4 min on this machine (…)"): measured when it ran here before, else modelled."""
     settings = spec.make_settings(size=size)
     measured = measured_seconds(rs, spec.name, size, settings)
@@ -135,7 +143,7 @@ def estimate_text(rs: RunStore, spec: ex.Experiment, size: str) -> tuple[float, 
         seconds = sum(measured) / len(measured)
         how = f"the mean of {len(measured)} earlier run{'s' if len(measured) > 1 else ''} here"
     else:
-        seconds, runs = model_seconds(settings, rs, spec.name)
+        seconds, runs = model_seconds(settings, rs, spec.name, costs)
         seeds = f", {settings.seeds} seeds" if settings.seeds > 1 else ""
         how = (
             f"a simple model of its {runs} trainings{seeds} at measured speeds per architecture, "
@@ -145,7 +153,11 @@ def estimate_text(rs: RunStore, spec: ex.Experiment, size: str) -> tuple[float, 
 
 
 def edited_estimate_text(
-    spec: ex.Experiment, size: str, values: dict[str, Any], defaults: ex.Settings, rs: RunStore
+    spec: ex.Experiment,
+    size: str,
+    values: dict[str, Any],
+    defaults: ex.Settings,
+    costs: dict[str, float],
 ) -> str | None:
     """What the form's settings should take, once they differ from the size's preset (the size's
     estimate above is for the preset); None while they match it or do not parse yet."""
@@ -155,7 +167,7 @@ def edited_estimate_text(
         return None
     if settings == defaults:
         return None
-    seconds, runs = model_seconds(settings, rs, spec.name)
+    seconds, runs = model_seconds(settings, name=spec.name, costs=costs)
     seeds = f" x {settings.seeds} seeds" if settings.seeds > 1 else ""
     return (
         f"With these settings: about {_duration(seconds)} on this machine "
@@ -221,7 +233,8 @@ def _field_widget(spec: ex.Experiment, size: str, field: dataclasses.Field, defa
 def settings_form(spec: ex.Experiment, rs: RunStore) -> ex.Settings | None:
     """Draw the settings of ``spec``; returns them when Start was pressed (None otherwise)."""
     size_key = f"exp_{spec.name}_size"
-    estimates = {size: estimate_text(rs, spec, size) for size in ex.SIZES}
+    costs = store_costs(rs)  # read once for every estimate on the page
+    estimates = {size: estimate_text(rs, spec, size, costs) for size in ex.SIZES}
     # set here, not by index: the Re-run button sets it too. Full when it is quick enough here.
     st.session_state.setdefault(
         size_key, "full" if estimates["full"][0] <= FULL_BY_DEFAULT_S else "tiny"
@@ -244,7 +257,7 @@ def settings_form(spec: ex.Experiment, rs: RunStore) -> ex.Settings | None:
     for i, f in enumerate(fields):
         with cols[i % 4]:
             values[f.name] = _field_widget(spec, size, f, getattr(defaults, f.name))
-    edited = edited_estimate_text(spec, size, values, defaults, rs)
+    edited = edited_estimate_text(spec, size, values, defaults, costs)
     if edited:
         st.caption(edited)
     if not st.button("Start", type="primary", key=f"exp_{spec.name}_start"):
